@@ -1,7 +1,8 @@
 """Declares the Cython extensions; all metadata lives in pyproject.toml.
 
 ``CYTHON_TRACE=1`` in the environment builds with line tracing (coverage, profilers)
-and writes the annotated HTML next to each ``.pyx``.
+and writes the annotated HTML next to each ``.pyx``. ``TNFR_FASTCACHE_BUILD_ONLY=_lru,_frame``
+builds just those extensions (``python setup.py build_ext --inplace`` while working on one).
 """
 import os
 
@@ -30,6 +31,10 @@ extensions = [
     Extension("tnfr_fastcache._hashing", ["tnfr_fastcache/_hashing.pyx"], **common),
     Extension("tnfr_fastcache._lru", ["tnfr_fastcache/_lru.pyx"], **common),
 ]
+
+only = [name for name in os.environ.get("TNFR_FASTCACHE_BUILD_ONLY", "").split(",") if name]
+if only:
+    extensions = [ext for ext in extensions if ext.name.rsplit(".", 1)[1] in only]
 
 setup(
     ext_modules=cythonize(
