@@ -1,0 +1,16 @@
+"""Shared fixtures. The whole suite runs once per implementation (compiled, then
+``TNFR_FASTCACHE_PUREPYTHON=1``); ``implementation`` tells a test which one it is on."""
+
+import pytest
+
+import tnfr_fastcache
+
+
+@pytest.fixture(scope="session")
+def implementation():
+    """``"cython"`` or ``"python"``: which twin the public API is running on."""
+    return tnfr_fastcache.IMPLEMENTATION
+
+
+def pytest_report_header(config):
+    return f"tnfr_fastcache implementation: {tnfr_fastcache.IMPLEMENTATION}"
