@@ -13,4 +13,6 @@ def implementation():
 
 
 def pytest_report_header(config):
-    return f"tnfr_fastcache implementation: {tnfr_fastcache.IMPLEMENTATION}"
+    from tnfr_fastcache._impl import describe
+
+    return "tnfr_fastcache modules: " + ", ".join(f"{k}={v}" for k, v in describe().items())

@@ -41,3 +41,16 @@ def implementation():
     modules = [load(name) for name in names]
     compiled = all(not m.__name__.startswith("tnfr_fastcache._pure.") for m in modules)
     return "cython" if compiled else "python"
+
+
+def describe():
+    """``{"_frame": "cython" | "python" | "not importable: ...", ...}`` for test headers and bug reports."""
+    found = {}
+    for name in ("_frame", "_hashing", "_lru"):
+        try:
+            module = load(name)
+        except ImportError as exc:
+            found[name] = f"not importable: {exc}"
+        else:
+            found[name] = "python" if module.__name__.startswith("tnfr_fastcache._pure.") else "cython"
+    return found
