@@ -1,0 +1,212 @@
+"""TieredCache: the tier contract over memory + disk, promotion, write-through, failing tiers."""
+
+import time
+
+import numpy as np
+import pytest
+
+from contract import CacheTierContract
+from tnfr_fastcache import (
+    BackendError,
+    BackendUnavailable,
+    CacheLevel,
+    CompressedPersistentCache,
+    InvalidArgumentError,
+    TNFRHierarchicalCache,
+    TieredCache,
+    cached,
+)
+
+D = CacheLevel.DERIVED_METRICS
+T = CacheLevel.TEMPORARY
+
+
+@pytest.fixture
+def make_stack(tmp_path):
+    made = []
+
+    def make(memory_mb=64, **kwargs):
+        memory = TNFRHierarchicalCache(max_memory_mb=memory_mb)
+        disk = CompressedPersistentCache(tmp_path / f"disk{len(made)}")
+        stack = TieredCache(memory, disk, **kwargs)
+        made.append(stack)
+        return stack
+
+    yield make
+    for stack in made:
+        stack.close()
+
+
+class TestMemoryDiskContract(CacheTierContract):
+    @pytest.fixture
+    def make_tier(self, make_stack):
+        return make_stack
+
+
+class TestMemoryOnlyContract(CacheTierContract):
+    @pytest.fixture
+    def make_tier(self):
+        def make(**kwargs):
+            return TieredCache(TNFRHierarchicalCache(max_memory_mb=64), **kwargs)
+
+        return make
+
+
+def test_lower_tier_hit_is_promoted_with_entry_metadata(make_stack):
+    stack = make_stack()
+    memory, disk = stack.tiers
+    w = np.random.default_rng(0).random((50, 50))
+    disk.set("w", w, D, dependencies={"graph_topology"}, computation_cost=7.5, ttl=600)
+    assert memory.get("w", D) is None
+
+    got = stack.get("w", D)
+    np.testing.assert_array_equal(got, w)
+    entry = memory.lookup("w", D)
+    assert entry is not None, "a disk hit must be promoted into memory"
+    assert entry.dependencies == frozenset({"graph_topology"})
+    assert entry.computation_cost == 7.5
+    assert entry.expires_at == pytest.approx(time.time() + 600, abs=5)
+
+    stack.get("w", D)
+    stats = stack.get_stats()
+    assert stats["tier_hits"] == {"memory": 1, "disk": 1}
+    assert stats["promotions"] == 1 and stats["hits"] == 2
+
+
+def test_promote_false_leaves_upper_tiers_alone(make_stack):
+    stack = make_stack(promote=False)
+    memory, disk = stack.tiers
+    disk.set("k", 1, T)
+    assert stack.get("k", T) == 1
+    assert memory.get("k", T) is None
+
+
+def test_set_writes_through_and_invalidation_reaches_every_tier(make_stack):
+    stack = make_stack()
+    memory, disk = stack.tiers
+    stack.set("a", 1, T, dependencies={"dep"})
+    stack.set("b", 2, D)
+    assert memory.get("a", T) == 1 and disk.get("a", T) == 1
+    assert memory.get("b", D) == 2 and disk.get("b", D) == 2
+    assert stack.invalidate_by_dependency("dep") == 1
+    assert memory.get("a", T) is None and disk.get("a", T) is None
+    assert stack.invalidate_level(D) == 1
+    assert disk.get("b", D) is None
+    stack.set("c", 3, T)
+    stack.clear()
+    assert len(memory) == 0 and len(disk) == 0
+    stack.set("d", 4, T)
+    assert stack.delete("d", T) is True
+    assert memory.get("d", T) is None and disk.get("d", T) is None
+
+
+def test_value_too_large_for_memory_still_lands_on_disk(make_stack):
+    stack = make_stack(memory_mb=1)
+    memory, disk = stack.tiers
+    big = np.zeros(3 << 18)  # 6 MiB
+    assert stack.set("big", big, D) is True
+    assert memory.get("big", D) is None
+    np.testing.assert_array_equal(stack.get("big", D), big)
+    assert stack.get_stats()["tier_hits"]["disk"] == 1
+
+
+class BrokenTier(TNFRHierarchicalCache):
+    """A tier whose every operation fails as an unreachable server does."""
+
+    tier_name = "redis"
+
+    def _fail(self, *args, **kwargs):
+        raise BackendUnavailable("redis 127.0.0.1:1 is unreachable")
+
+    lookup = get = set = delete = invalidate_by_dependency = invalidate_level = clear = _fail
+
+
+class FullDiskTier(TNFRHierarchicalCache):
+    """A tier whose writes fail as a full disk does; reads work."""
+
+    tier_name = "disk"
+
+    def set(self, *args, **kwargs):
+        raise BackendError("No space left on device")
+
+
+def test_failing_tier_is_skipped_and_counted(caplog):
+    memory = TNFRHierarchicalCache(max_memory_mb=8)
+    stack = TieredCache(memory, BrokenTier(max_memory_mb=1))
+    assert stack.set("k", 1, T) is True
+    assert stack.get("k", T) == 1
+    assert stack.get("absent", T) is None
+    assert stack.invalidate_by_dependency("x") == 0
+    assert stack.delete("k", T) is True
+    stack.clear()
+    stats = stack.get_stats()
+    # set, the miss, invalidate, delete, clear: the hit on "k" was served by memory alone
+    assert stats["tier_errors"] == {"memory": 0, "redis": 5}
+    assert stats["errors"] == 5
+    assert stats["misses"] == 1 and stats["hits"] == 1
+    assert len([r for r in caplog.records if "failed" in r.getMessage()]) == 1
+
+
+def test_all_tiers_failing_is_a_miss_not_an_error():
+    stack = TieredCache(BrokenTier(max_memory_mb=1), FullDiskTier(max_memory_mb=1))
+    assert stack.set("k", 1, T) is False
+    assert stack.get("k", T) is None
+    assert stack.get_stats()["errors"] == 3
+
+
+def test_caller_errors_still_propagate():
+    stack = TieredCache(BrokenTier(max_memory_mb=1), TNFRHierarchicalCache(max_memory_mb=1))
+    with pytest.raises(InvalidArgumentError):
+        stack.get("k", "no_such_level")
+    with pytest.raises(InvalidArgumentError):
+        stack.set("k", 1, T, ttl=-1)
+
+
+def test_construction_is_checked():
+    memory = TNFRHierarchicalCache(max_memory_mb=1)
+    with pytest.raises(InvalidArgumentError):
+        TieredCache()
+    with pytest.raises(InvalidArgumentError):
+        TieredCache(memory, memory)
+    with pytest.raises(InvalidArgumentError):
+        TieredCache(memory, {})
+    assert repr(TieredCache(memory)) == "TieredCache(memory)"
+
+
+def test_get_or_compute_without_a_lease_tier(make_stack):
+    stack = make_stack()
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return np.arange(5.0)
+
+    first = stack.get_or_compute("k", D, compute, dependencies={"dep"})
+    second = stack.get_or_compute("k", D, compute)
+    np.testing.assert_array_equal(first, np.arange(5.0))
+    np.testing.assert_array_equal(second, np.arange(5.0))
+    assert len(calls) == 1
+    assert stack.tiers[1].lookup("k", D).dependencies == frozenset({"dep"})
+
+
+def test_decorator_over_memory_and_disk_survives_a_new_memory_tier(tmp_path):
+    calls = []
+
+    def build():
+        stack = TieredCache(TNFRHierarchicalCache(max_memory_mb=8), CompressedPersistentCache(tmp_path / "d"))
+
+        @cached(stack)
+        def coherence(n):
+            calls.append(n)
+            return np.full((n, n), 0.5)
+
+        return stack, coherence
+
+    stack, coherence = build()
+    assert coherence(20).shape == (20, 20)
+    stack.close()
+    stack, coherence = build()  # a fresh process would see the same: memory empty, disk warm
+    np.testing.assert_array_equal(coherence(20), np.full((20, 20), 0.5))
+    assert calls == [20]
+    assert stack.get_stats()["tier_hits"] == {"memory": 0, "disk": 1}
+    stack.close()
