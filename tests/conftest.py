@@ -5,6 +5,9 @@ import pytest
 
 import tnfr_fastcache
 
+# redis_server, redis_url, private_redis_server: a real redis-server on 127.0.0.1.
+pytest_plugins = ["redis_server"]
+
 
 @pytest.fixture(scope="session")
 def implementation():
