@@ -673,7 +673,7 @@ class _Memo:
 
         try:
             return lease(fp, self.level, compute, dependencies=self.entry_dependencies,
-                         computation_cost=self.cost(args, kwargs), ttl=self.ttl)
+                         computation_cost=self.cost(args, kwargs), ttl=self.ttl, copy=self.copy)
         except _TIER_ERRORS as exc:
             self.tier_failed(exc)
             return computed[0] if computed else compute()

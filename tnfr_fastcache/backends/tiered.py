@@ -252,7 +252,7 @@ class TieredCache(CacheTier):
                 continue
             try:
                 value = lease(key, level, compute, dependencies=dependencies,
-                              computation_cost=computation_cost, ttl=ttl)
+                              computation_cost=computation_cost, ttl=ttl, copy=copy)
             except _TIER_ERRORS as exc:
                 self._failed(index, exc)
                 break
