@@ -188,7 +188,7 @@ class TNFRCacheCollector:
                     *tier_families.values(), hashing]
         by_name = {family.name: family for family in families}
         for (name, labels), value in totals.items():
-            by_name[name].add_metric(list(labels), value)
+            by_name[name].add_metric(list(labels), float(value))
         for (name, labels), hist in histograms.items():
             by_name[name].add_metric(list(labels), _histogram_buckets(hist), hist["sum"])
         return families
