@@ -1,0 +1,174 @@
+"""Hostile frames: truncated, bit-flipped, forged or random bytes give FrameError, never a crash.
+
+Both twins are fuzzed (``_impl.load_both``). A forged header whose checksum the forger
+recomputed may still describe a valid frame (e.g. ``<f8`` relabelled ``<i8``); then the
+result must be exactly what the header says, decoded without reading past the buffer.
+"""
+
+import contextlib
+import struct
+
+import numpy as np
+import pytest
+import xxhash
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tnfr_fastcache import _impl, serialize
+from tnfr_fastcache._pure import _frame as pure_frame
+from tnfr_fastcache.errors import FrameError
+
+COMPILED, PURE = _impl.load_both("_frame")
+TWINS = [pytest.param(PURE, id="pure")] + ([pytest.param(COMPILED, id="compiled")] if COMPILED is not None else [])
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@contextlib.contextmanager
+def using(twin):
+    saved = serialize._frame
+    serialize._frame = twin
+    try:
+        yield
+    finally:
+        serialize._frame = saved
+
+
+def _sparse(n):
+    matrix = np.zeros((n, n))
+    idx = np.arange(n)
+    matrix[idx, (idx + 1) % n] = 0.5
+    np.fill_diagonal(matrix, 1.0)
+    return matrix
+
+
+def _base_frames():
+    rng = np.random.default_rng(7)
+    dense = 0.4 + 0.6 * rng.random((30, 40))
+    values = [
+        (dense, {"compression": "lz4", "shuffle": True}),
+        (_sparse(40), {"compression": "lz4", "shuffle": False}),
+        (dense.astype(np.float32), {"compression": "none", "shuffle": False}),
+        (_sparse(30), {"compression": "gzip"}),
+        (_sparse(30), {"compression": "zstd", "shuffle": True}),
+        (np.arange(3000, dtype=np.int16), {"compression": "lz4", "shuffle": True}),
+        (b"0123456789" * 900, {"compression": "lz4"}),
+        ({"a": _sparse(20), "b": [np.arange(500), "x"]}, {"compression": "lz4"}),
+    ]
+    with using(PURE):
+        return [bytes(serialize.dumps(value, chunk_size=4096, **kwargs)) for value, kwargs in values]
+
+
+BASE = _base_frames()
+frames = st.sampled_from(range(len(BASE)))
+# Payload forgery skips the pickle frame: a forged pickle stream is arbitrary code by
+# design (shared tiers sign frames for that), not a decoding question.
+non_pickle_frames = st.sampled_from([i for i, f in enumerate(BASE) if f[5] != pure_frame.KIND_PICKLE])
+
+
+def decode(twin, frame, **kwargs):
+    with using(twin):
+        return serialize.loads(frame, **kwargs)
+
+
+def reseal(frame):
+    """Recompute the header checksum of a (possibly forged) frame, when its header is long enough."""
+    try:
+        header_len = _header_len(frame)
+    except (FrameError, struct.error):
+        return frame
+    data = bytearray(frame)
+    end = header_len - 8
+    if end < 0 or header_len > len(data):
+        return frame
+    data[end:header_len] = struct.pack("<Q", xxhash.xxh3_64_intdigest(bytes(data[:end])))
+    return bytes(data)
+
+
+def _header_len(frame):
+    _, _, kind, _, ndim, _, chunk_size, n_segments, _ = struct.unpack_from("<4sBBBB8sIIQ", frame, 0)
+    if not 0 < n_segments <= 64 or not chunk_size:
+        raise FrameError("unusable")
+    n_chunks = 0
+    for index in range(n_segments):
+        (raw_len,) = struct.unpack_from("<Q", frame, 32 + 8 * ndim + 16 * index)
+        n_chunks += -(-raw_len // chunk_size)
+    return pure_frame.header_length(ndim, n_segments, n_chunks)
+
+
+@pytest.mark.parametrize("twin", TWINS)
+@FUZZ
+@given(index=frames, data=st.data())
+def test_truncated_frame(twin, index, data):
+    frame = BASE[index]
+    cut = data.draw(st.integers(0, len(frame) - 1))
+    with pytest.raises(FrameError):
+        decode(twin, frame[:cut])
+
+
+@pytest.mark.parametrize("twin", TWINS)
+@FUZZ
+@given(index=frames, data=st.data())
+def test_bit_flips(twin, index, data):
+    frame = bytearray(BASE[index])
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, len(frame) - 1))
+        frame[position] ^= 1 << data.draw(st.integers(0, 7))
+    if bytes(frame) == BASE[index]:
+        return
+    with pytest.raises(FrameError):
+        decode(twin, bytes(frame))
+
+
+@pytest.mark.parametrize("twin", TWINS)
+@FUZZ
+@given(index=frames, data=st.data())
+def test_forged_header_fields(twin, index, data):
+    frame = bytearray(BASE[index])
+    header = pure_frame.parse_header(BASE[index])
+    # Overwrite 1-3 header fields (fixed part, shape, segment or chunk tables) with random
+    # values, then reseal the header checksum as a deliberate forger would.
+    for _ in range(data.draw(st.integers(1, 3))):
+        width = data.draw(st.sampled_from([1, 2, 4, 8]))
+        position = data.draw(st.integers(4, header.header_len - 8 - width))
+        frame[position : position + width] = data.draw(st.binary(min_size=width, max_size=width))
+    forged = reseal(bytes(frame))
+    try:
+        info = serialize.frame_info(forged)
+        result = decode(twin, forged)
+    except FrameError:
+        return
+    if info["kind"] == "ndarray":
+        assert result.shape == info["shape"] and result.dtype.str == info["dtype"]
+    elif info["kind"] == "bytes":
+        assert len(result) == info["raw_nbytes"]
+
+
+@pytest.mark.parametrize("twin", TWINS)
+@FUZZ
+@given(tail=st.binary(max_size=400))
+def test_random_bytes_after_the_magic(twin, tail):
+    with pytest.raises(FrameError):
+        decode(twin, pure_frame.MAGIC + bytes([pure_frame.VERSION]) + tail)
+
+
+@pytest.mark.parametrize("twin", TWINS)
+@FUZZ
+@given(index=non_pickle_frames, data=st.data())
+def test_forged_payload_with_valid_checksums_never_crashes(twin, index, data):
+    # The forger rewrites a compressed chunk and its checksum: the codec's own checks and
+    # the exact-length check must catch every malformed chunk.
+    header = pure_frame.parse_header(BASE[index])
+    chunk = data.draw(st.integers(0, len(header.stored) - 1)) if len(header.stored) else None
+    if chunk is None:
+        return
+    frame = bytearray(BASE[index])
+    start = int(header.offsets[chunk])
+    stop = start + int(header.stored[chunk])
+    frame[start:stop] = data.draw(st.binary(min_size=stop - start, max_size=stop - start))
+    table = header.header_len - 8 - 12 * len(header.stored) + 12 * chunk
+    frame[table + 4 : table + 12] = struct.pack("<Q", xxhash.xxh3_64_intdigest(bytes(frame[start:stop])))
+    forged = reseal(bytes(frame))
+    try:
+        decode(twin, forged)
+    except FrameError:
+        pass
