@@ -278,8 +278,8 @@ def _megabytes(text):
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of MiB, got {text!r}") from None
-    if math.isnan(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number of MiB >= 0, got {text!r}")
+    if math.isnan(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of MiB > 0, got {text!r}")
     return value
 
 
