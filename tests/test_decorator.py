@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from tnfr_fastcache import (
-    BackendUnavailable,
     CacheLevel,
     InvalidArgumentError,
     MISSING,
@@ -26,6 +25,7 @@ from tnfr_fastcache import (
     set_global_cache,
 )
 from tnfr_fastcache.decorator import CacheInfo, NotCacheableError
+from test_tiered import FailingTier
 
 D = CacheLevel.DERIVED_METRICS
 
@@ -75,6 +75,27 @@ def test_positional_keyword_and_default_forms_are_one_entry(mem):
     assert f(1, 3) == 4 and f(1, c="y") == 3
     assert len(calls) == 3
     assert f.cache_info() == CacheInfo(hits=5, misses=3, maxsize=None, currsize=None)
+
+
+def test_positional_only_and_keyword_only_parameters(mem):
+    calls = Calls()
+
+    @cached(mem)
+    def f(a, /, b=2, *, c=3):
+        calls(a, b, c)
+        return a + b + c
+
+    assert f(1) == f(1, 2) == f(1, b=2, c=3) == f(1, c=3) == 6
+    assert len(calls) == 1
+    with pytest.raises(TypeError):
+        f(a=1)
+    with pytest.raises(TypeError):
+        f(1, 2, 3)
+    with pytest.raises(TypeError):
+        f(1, d=4)
+    with pytest.raises(TypeError):
+        f()
+    assert len(calls) == 1 and len(mem) == 1
 
 
 def test_variadic_arguments_are_keyed(mem):
@@ -557,24 +578,8 @@ def test_global_cache_get_set_reset(fresh_global, mem):
 # -- failing tiers -------------------------------------------------------------------------
 
 
-class FlakyTier(TNFRHierarchicalCache):
-    """A memory tier that fails like an unreachable server while ``down`` is set."""
-
-    down = False
-
-    def get(self, *args, **kwargs):
-        if self.down:
-            raise BackendUnavailable("cache server 127.0.0.1:1 is down")
-        return super().get(*args, **kwargs)
-
-    def set(self, *args, **kwargs):
-        if self.down:
-            raise OSError(28, "No space left on device")
-        return super().set(*args, **kwargs)
-
-
 def test_tier_errors_are_misses_counted_and_logged_once(caplog):
-    tier = FlakyTier(max_memory_mb=8)
+    tier = FailingTier("disk", failing={"get", "lookup", "set"}, error=OSError(28, "No space left on device"))
     calls = Calls()
 
     @cached(tier)
@@ -582,7 +587,6 @@ def test_tier_errors_are_misses_counted_and_logged_once(caplog):
         calls()
         return x * 2
 
-    tier.down = True
     with caplog.at_level(logging.WARNING, logger="tnfr_fastcache.decorator"):
         assert [f(1), f(1), f(2)] == [2, 2, 4]
     assert len(calls) == 3

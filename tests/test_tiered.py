@@ -16,6 +16,7 @@ from tnfr_fastcache import (
     TieredCache,
     cached,
 )
+from tnfr_fastcache.backends.base import CacheTier
 
 D = CacheLevel.DERIVED_METRICS
 T = CacheLevel.TEMPORARY
@@ -44,10 +45,13 @@ class TestMemoryDiskContract(CacheTierContract):
 
 
 class TestMemoryOnlyContract(CacheTierContract):
+    def budget_kwargs(self, nbytes):
+        return {"memory_mb": nbytes / (1 << 20)}
+
     @pytest.fixture
     def make_tier(self):
-        def make(**kwargs):
-            return TieredCache(TNFRHierarchicalCache(max_memory_mb=64), **kwargs)
+        def make(memory_mb=64, **kwargs):
+            return TieredCache(TNFRHierarchicalCache(max_memory_mb=memory_mb), **kwargs)
 
         return make
 
@@ -110,29 +114,55 @@ def test_value_too_large_for_memory_still_lands_on_disk(make_stack):
     assert stack.get_stats()["tier_hits"]["disk"] == 1
 
 
-class BrokenTier(TNFRHierarchicalCache):
-    """A tier whose every operation fails as an unreachable server does."""
+class FailingTier(CacheTier):
+    """A memory tier behind a switch: while ``down``, the methods named in ``failing`` raise
+    ``error`` as an unreachable server or a full disk would."""
 
-    tier_name = "redis"
+    def __init__(self, tier_name="redis", failing=("lookup", "get", "set", "delete", "invalidate_by_dependency",
+                                                   "invalidate_level", "clear"), error=None, down=True):
+        self.inner = TNFRHierarchicalCache(max_memory_mb=8)
+        self.metrics = self.inner.metrics
+        self.tier_name = tier_name
+        self.failing = set(failing)
+        self.error = error or BackendUnavailable("redis 127.0.0.1:1 is unreachable")
+        self.down = down
 
-    def _fail(self, *args, **kwargs):
-        raise BackendUnavailable("redis 127.0.0.1:1 is unreachable")
+    def _call(self, name, *args, **kwargs):
+        if self.down and name in self.failing:
+            raise self.error
+        return getattr(self.inner, name)(*args, **kwargs)
 
-    lookup = get = set = delete = invalidate_by_dependency = invalidate_level = clear = _fail
+    def lookup(self, *args, **kwargs):
+        return self._call("lookup", *args, **kwargs)
 
-
-class FullDiskTier(TNFRHierarchicalCache):
-    """A tier whose writes fail as a full disk does; reads work."""
-
-    tier_name = "disk"
+    def get(self, *args, **kwargs):
+        return self._call("get", *args, **kwargs)
 
     def set(self, *args, **kwargs):
-        raise BackendError("No space left on device")
+        return self._call("set", *args, **kwargs)
+
+    def delete(self, *args):
+        return self._call("delete", *args)
+
+    def invalidate_by_dependency(self, dependency):
+        return self._call("invalidate_by_dependency", dependency)
+
+    def invalidate_level(self, level):
+        return self._call("invalidate_level", level)
+
+    def clear(self):
+        return self._call("clear")
+
+    def get_stats(self):
+        return self.inner.get_stats()
+
+    def __len__(self):
+        return len(self.inner)
 
 
 def test_failing_tier_is_skipped_and_counted(caplog):
     memory = TNFRHierarchicalCache(max_memory_mb=8)
-    stack = TieredCache(memory, BrokenTier(max_memory_mb=1))
+    stack = TieredCache(memory, FailingTier())
     assert stack.set("k", 1, T) is True
     assert stack.get("k", T) == 1
     assert stack.get("absent", T) is None
@@ -148,14 +178,14 @@ def test_failing_tier_is_skipped_and_counted(caplog):
 
 
 def test_all_tiers_failing_is_a_miss_not_an_error():
-    stack = TieredCache(BrokenTier(max_memory_mb=1), FullDiskTier(max_memory_mb=1))
+    stack = TieredCache(FailingTier(), FailingTier("disk", failing={"set"}, error=BackendError("No space left on device")))
     assert stack.set("k", 1, T) is False
     assert stack.get("k", T) is None
     assert stack.get_stats()["errors"] == 3
 
 
 def test_caller_errors_still_propagate():
-    stack = TieredCache(BrokenTier(max_memory_mb=1), TNFRHierarchicalCache(max_memory_mb=1))
+    stack = TieredCache(FailingTier(), TNFRHierarchicalCache(max_memory_mb=1))
     with pytest.raises(InvalidArgumentError):
         stack.get("k", "no_such_level")
     with pytest.raises(InvalidArgumentError):

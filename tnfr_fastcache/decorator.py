@@ -400,11 +400,16 @@ def track_node_property_update(graph, node_id, property_name, new_value):
 
 # -- keys ------------------------------------------------------------------------------
 
-_SIMPLE_KINDS = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+_POSITIONAL_KINDS = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+_VARIADIC_KINDS = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 
 class _Signature:
-    """What keying needs from a signature, precomputed once per decorated function."""
+    """What keying needs from a signature, precomputed once per decorated function.
+
+    For a signature without ``*args``/``**kwargs`` (``simple``), calls are bound here
+    instead of by :meth:`inspect.Signature.bind`, which costs microseconds per call.
+    """
 
     def __init__(self, func, ignore):
         self.signature = inspect.signature(func)
@@ -417,22 +422,51 @@ class _Signature:
             )
         self.names = names
         self.kept = tuple(i for i, name in enumerate(names) if name not in ignore)
-        self.simple = all(p.kind in _SIMPLE_KINDS for p in params)
-        # tails[k]: the defaults that complete a call with k positional arguments, or None
-        # when such a call is missing a required argument.
-        self.tails = [None] * (len(params) + 1)
+        self.simple = not any(p.kind in _VARIADIC_KINDS for p in params)
+        self.npositional = sum(p.kind in _POSITIONAL_KINDS for p in params)
+        # tails[k]: the defaults that complete a call with k positional arguments and no
+        # keywords, or None when such a call misses a required argument.
+        self.tails = [None] * (self.npositional + 1)
         if self.simple:
-            for k in range(len(params) + 1):
+            for k in range(self.npositional + 1):
                 rest = params[k:]
                 if all(p.default is not p.empty for p in rest):
                     self.tails[k] = tuple(p.default for p in rest)
+        # (name, may be given by keyword, default or _NO_DEFAULT) per parameter
+        self._binding = [
+            (p.name, p.kind is not inspect.Parameter.POSITIONAL_ONLY, MISSING if p.default is p.empty else p.default)
+            for p in params
+        ]
+
+    def _bind_simple(self, args, kwargs):
+        """Values of a call to a simple signature, or None if it is not a valid call."""
+        if len(args) > self.npositional:
+            return None
+        values = list(args)
+        used = 0
+        for name, by_keyword, default in self._binding[len(args):]:
+            if by_keyword and name in kwargs:
+                values.append(kwargs[name])
+                used += 1
+            elif default is not MISSING:
+                values.append(default)
+            else:
+                return None
+        return values if used == len(kwargs) else None
 
     def values(self, args, kwargs):
-        """The bound arguments with defaults applied, in parameter order, ignored ones left out."""
-        bound = self.signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        arguments = bound.arguments
-        return tuple(arguments[self.names[i]] for i in self.kept)
+        """The bound arguments with defaults applied, in parameter order, ignored ones left out.
+
+        Raises the ``TypeError`` a call with these arguments would raise.
+        """
+        values = self._bind_simple(args, kwargs) if self.simple else None
+        if values is None:
+            bound = self.signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            values = list(bound.arguments.values())
+        if len(self.kept) == len(values):
+            return tuple(values)
+        return tuple(values[i] for i in self.kept)
 
 
 def _check_ttl(ttl):
@@ -744,29 +778,22 @@ class _Memo:
 def _wrap(func, memo):
     """Build the wrapper; the hot path (a hit) is inlined here for speed."""
     sig = memo.sig
-    nparams = len(sig.names)
+    nparams = sig.npositional
     tails = sig.tails
     plain = sig.simple and memo.key is None and not memo.ignore and memo.typed
     level = memo.level
     copy = memo.copy
     token = memo.token
     slow_key = memo.slow_key
-    fingerprint_values = memo.fingerprint_values
 
     def key_of(args, kwargs):
-        if not kwargs and len(args) <= nparams:
+        if plain and not kwargs and not _tracked_types and len(args) <= nparams:
             tail = tails[len(args)]
             if tail is not None:
-                if plain and not _tracked_types:
-                    try:
-                        return fingerprint(token, *args, *tail)
-                    except UnhashableKeyError:
-                        pass  # fingerprint_values below raises with a message naming the argument
-                if memo.key is None:
-                    values = args + tail
-                    if memo.ignore:
-                        values = tuple(values[i] for i in sig.kept)
-                    return fingerprint_values(values)
+                try:
+                    return fingerprint(token, *args, *tail)
+                except UnhashableKeyError:
+                    pass  # slow_key raises again, naming the argument
         return slow_key(args, kwargs)
 
     if inspect.iscoroutinefunction(func):
@@ -787,11 +814,10 @@ def _wrap(func, memo):
         def wrapper(*args, **kwargs):
             # The common call, keyed without binding: positional arguments only.
             if not kwargs and not _tracked_types and len(args) <= nparams and tails[len(args)] is not None:
-                tail = tails[len(args)]
                 try:
-                    fp = fingerprint(token, *args, *tail)
+                    fp = fingerprint(token, *args, *tails[len(args)])
                 except UnhashableKeyError:
-                    fp = fingerprint_values(args + tail)  # raises, naming the argument
+                    fp = slow_key(args, kwargs)  # raises again, naming the argument
             else:
                 fp = key_of(args, kwargs)
             cache = memo.cache
@@ -800,7 +826,8 @@ def _wrap(func, memo):
                 if cache is None:
                     cache = get_global_cache()
             try:
-                value = cache.get(fp, level, MISSING, copy=copy)
+                # copy= only when set: a keyword argument costs on every hit
+                value = cache.get(fp, level, MISSING, copy=True) if copy else cache.get(fp, level, MISSING)
             except _TIER_ERRORS as exc:
                 memo.tier_failed(exc)
                 value = MISSING
@@ -890,7 +917,8 @@ def cache_tnfr_computation(level=CacheLevel.DERIVED_METRICS, dependencies=(), co
     Notes
     -----
     A stored None is a hit; exceptions are never cached; ``async def`` functions cache
-    their results. Concurrent calls with one key compute once in this process (the
+    their results (the cache is read synchronously: a memory hit costs microseconds, a
+    disk or Redis tier holds the event loop for its round trip). Concurrent calls with one key compute once in this process (the
     others wait for that result or exception), and across processes when the cache
     offers ``get_or_compute`` (the Redis tier, or a ``TieredCache`` holding it). A cache
     tier that fails makes the call a miss: the result is computed, the error counted.

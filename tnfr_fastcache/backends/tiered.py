@@ -276,8 +276,8 @@ class TieredCache(CacheTier):
         dict
             ``hits``, ``misses``, ``hit_rate`` (of the stack as a whole), ``tier_hits``
             (hits served by each tier, by tier name), ``errors`` and ``tier_errors``
-            (failures skipped), ``promotions``, ``invalidations``, ``evictions`` (sum
-            over tiers) and ``tiers`` (each tier's own ``get_stats()``).
+            (failures skipped), ``promotions``, ``invalidations``, ``evictions`` and
+            ``rejected`` (sums over tiers) and ``tiers`` (each tier's own ``get_stats()``).
         """
         tier_stats = {}
         for index, (name, tier) in enumerate(zip(self._names, self._tiers)):
@@ -297,7 +297,8 @@ class TieredCache(CacheTier):
                 "promotions": self._promotions,
                 "invalidations": self._invalidations,
             }
-        stats["evictions"] = sum(int(s.get("evictions", 0)) for s in tier_stats.values())
+        for counter in ("evictions", "rejected"):
+            stats[counter] = sum(int(s.get(counter, 0)) for s in tier_stats.values())
         stats["tiers"] = tier_stats
         return stats
 
