@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS deps (
 CREATE INDEX IF NOT EXISTS deps_by_entry ON deps (level, digest);
 """
 
+# Connections a forked child inherited. SQLite forbids using them in the child, and closing
+# them there could release locks the parent holds; they are kept, unused, until exit.
+_INHERITED = []
+
 _COLUMNS = "level, digest, token, raw_size, stored_size, codec, cost, created, last_access, expires, deps"
 
 _ORDER_BY = {
@@ -127,6 +131,9 @@ class DiskIndex:
     def _connection(self):
         # A connection must not cross fork(): the child opens its own.
         if self._conn is None or self._pid != os.getpid():
+            if self._conn is not None:
+                _INHERITED.append(self._conn)
+                self._conn = None
             try:
                 conn = sqlite3.connect(
                     self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
@@ -167,6 +174,8 @@ class DiskIndex:
                     self._write(lambda conn: None)
                 finally:
                     self._conn.close()
+            elif self._conn is not None:
+                _INHERITED.append(self._conn)
             self._conn = None
 
     def _read(self, sql, params=()):

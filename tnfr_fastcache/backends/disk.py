@@ -54,8 +54,8 @@ logger = logging.getLogger(__name__)
 _MB = 1024 * 1024
 _SUFFIX = ".tfc"
 _TEMP_SUFFIX = ".tmp"
-# Files this small are read into bytes directly; larger ones into a numpy buffer, which
-# the kernel backs with huge pages (PERFORMANCE.md, lesson 1).
+# Uncompressed array frames smaller than this are decoded (copied): a view is not worth
+# the separate checksum pass.
 _SMALL_FILE = 1 << 16
 _READ_RETRIES = 3
 
@@ -286,7 +286,8 @@ class CompressedPersistentCache(CacheTier):
             return None
         from .memory import TNFRHierarchicalCache
 
-        return TNFRHierarchicalCache(max_memory_mb=max_memory_mb)
+        # Its own counters stay off: every hit it serves is recorded here, once.
+        return TNFRHierarchicalCache(max_memory_mb=max_memory_mb, enable_metrics=False)
 
     # -- names --------------------------------------------------------------------------
 
@@ -341,33 +342,33 @@ class CompressedPersistentCache(CacheTier):
         cost = _check_cost(computation_cost)
         ttl = _check_ttl(ttl)
         if level not in self._persist_levels:
-            return self._set_volatile(key, digest, value, level, deps, cost, ttl)
+            return self._set_volatile(digest, value, level, deps, cost, ttl)
         if (digest, level) in self._volatile_keys:
             self._volatile_keys.discard((digest, level))
-            self._volatile.delete(key, level)
-        return self._set_disk(key, digest, value, level, deps, cost, ttl)
+            self._volatile.delete(digest, level)
+        return self._set_disk(digest, value, level, deps, cost, ttl)
 
-    def _set_volatile(self, key, digest, value, level, deps, cost, ttl):
+    def _set_volatile(self, digest, value, level, deps, cost, ttl):
         """Keep ``value`` in memory only, removing any disk copy so it cannot come back."""
         if self._volatile is None:
             self.metrics.record_rejected(level, tier=self.tier_name)
             return False
         if level in self._persist_levels:
             if self._front is not None:
-                self._front.delete(key, level)
+                self._front.delete(digest, level)
             removed = self._index.remove(level.value, digest)
             self._remove_rows([removed])
             self._volatile_keys.add((digest, level))
-        return self._volatile.set(key, value, level, deps, cost, ttl)
+        return self._volatile.set(digest, value, level, deps, cost, ttl)
 
-    def _set_disk(self, key, digest, value, level, deps, cost, ttl):
+    def _set_disk(self, digest, value, level, deps, cost, ttl):
         start = time.perf_counter()
         frame = serialize.dumps(value, compression=self.compression, shuffle=self._shuffle)
         info = serialize.frame_info(frame)
         stored_size = len(frame)
         if self.max_disk_bytes is not None and stored_size > self.max_disk_bytes:
             # The caller meant to replace the entry, so the older value must not survive.
-            self._remove_one(key, digest, level)
+            self._remove_one(digest, level)
             self.metrics.record_rejected(level, tier=self.tier_name)
             return False
         token = secrets.token_hex(8)
@@ -403,8 +404,8 @@ class CompressedPersistentCache(CacheTier):
             duration=time.perf_counter() - start,
         )
         if self._front is not None:
-            self._front.delete(key, level)
-            self._front.set(key, (token, value), level, deps, cost, ttl)
+            self._front.delete(digest, level)
+            self._front.set(digest, (token, value), level, deps, cost, ttl)
         return True
 
     def _make_dirs(self, directory):
@@ -505,14 +506,14 @@ class CompressedPersistentCache(CacheTier):
                 self.metrics.record_miss(level, time.perf_counter() - start, tier="memory")
                 return None
             # The memory-only tier shares our metrics and counts this hit or miss itself.
-            return self._volatile.lookup(key, level, copy=copy)
+            return self._volatile.lookup(digest, level, copy=copy)
         if (digest, level) in self._volatile_keys:
-            entry = self._volatile.lookup(key, level, copy=copy)
+            entry = self._volatile.lookup(digest, level, copy=copy)
             if entry is not None:
                 return entry
             self._volatile_keys.discard((digest, level))
         if self._front is not None and not mmap:
-            entry = self._front_lookup(key, digest, level, copy)
+            entry = self._front_lookup(digest, level, copy)
             if entry is not None:
                 self.metrics.record_hit(level, time.perf_counter() - start, entry.computation_cost, tier="memory")
                 return entry
@@ -527,18 +528,18 @@ class CompressedPersistentCache(CacheTier):
         if self._front is not None and not mmap:
             ttl = None if row.expires is None else row.expires - time.time()
             if ttl is None or ttl > 0:
-                self._front.set(key, (row.token, value), level, entry.dependencies, row.cost, ttl)
+                self._front.set(digest, (row.token, value), level, entry.dependencies, row.cost, ttl)
         return entry
 
-    def _front_lookup(self, key, digest, level, copy):
-        entry = self._front.lookup(key, level, copy=copy)
+    def _front_lookup(self, digest, level, copy):
+        entry = self._front.lookup(digest, level, copy=copy)
         if entry is None:
             return None
         token, value = entry.value
         # Another process may have replaced or removed the entry: memory serves it only if
         # the index still points at the very file this copy was made from.
         if self._index.token_of(level.value, digest) != token:
-            self._front.delete(key, level)
+            self._front.delete(digest, level)
             return None
         self._index.touch(level.value, digest, time.time())
         return Entry(value, entry.dependencies, entry.computation_cost, entry.expires_at)
@@ -575,29 +576,35 @@ class CompressedPersistentCache(CacheTier):
         return None
 
     def _load_file(self, path, row, copy, mmap, verify):
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
             if size != row.stored_size:
                 raise FrameError(f"{path} has {size} bytes, the index says {row.stored_size}")
             if mmap:
-                buf = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ)
-            elif size <= _SMALL_FILE:
-                buf = f.read()
+                buf = _mmap.mmap(fd, 0, access=_mmap.ACCESS_READ)
             else:
+                # A numpy buffer: large ones get huge pages (PERFORMANCE.md, lesson 1).
                 buf = np.empty(size, dtype=np.uint8)
-                got = f.readinto(memoryview(buf))
-                if got != size:
-                    raise FrameError(f"{path} ended after {got} of {size} bytes")
-        # An uncompressed array frame comes back as a read-only view of ``buf`` (our own
-        # buffer, or the file's mapping), saving a copy. Bytes frames are decoded, because
-        # a view would turn ``bytes`` into a memoryview; small frames too, a copy is free.
-        if copy or not (mmap or size > _SMALL_FILE) or serialize.frame_info(buf)["kind"] != "ndarray":
-            # A plain decode makes fresh writeable arrays: the private copy ``copy`` asks for.
-            value = serialize.loads(buf, verify=verify)
-            return value if copy else _read_only(value)
-        if verify:
-            serialize.verify_frame(buf)
-        return _read_only(serialize.loads(buf, view=True, verify=False))
+                got = 0
+                while got < size:
+                    n = os.readv(fd, [buf[got:]])
+                    if n == 0:
+                        raise FrameError(f"{path} ended after {got} of {size} bytes")
+                    got += n
+        finally:
+            os.close(fd)
+        if not copy and row.codec == "none" and (mmap or size > _SMALL_FILE):
+            info = serialize.frame_info(buf)
+            if info["kind"] == "ndarray" and not info["shuffle"]:
+                # A read-only view of ``buf`` (our own buffer, or the file's mapping) saves
+                # a copy; the payload checksum is then checked in a pass of its own.
+                if verify:
+                    serialize.verify_frame(buf)
+                return serialize.loads(buf, view=True, verify=False)
+        # A plain decode makes fresh writeable arrays: the private copy ``copy`` asks for.
+        value = serialize.loads(buf, verify=verify)
+        return value if copy else _read_only(value)
 
     def _drop_corrupt(self, row, problem):
         logger.warning("disk cache entry %s/%s is corrupt (%s); removed", row.level, row.digest, problem)
@@ -610,13 +617,13 @@ class CompressedPersistentCache(CacheTier):
 
     # -- removing -----------------------------------------------------------------------
 
-    def _remove_one(self, key, digest, level):
+    def _remove_one(self, digest, level):
         present = False
         if self._volatile is not None:
             self._volatile_keys.discard((digest, level))
-            present = self._volatile.delete(key, level)
+            present = self._volatile.delete(digest, level)
         if self._front is not None:
-            self._front.delete(key, level)
+            self._front.delete(digest, level)
         row = self._index.remove(level.value, digest)
         if row is not None:
             self._remove_rows([row])
@@ -626,7 +633,7 @@ class CompressedPersistentCache(CacheTier):
     def delete(self, key, level=DEFAULT_LEVEL):
         """Remove ``(key, level)`` from disk and memory; return True if it was present."""
         level = as_level(level)
-        return self._remove_one(key, fingerprint_hex(key), level)
+        return self._remove_one(fingerprint_hex(key), level)
 
     def invalidate_by_dependency(self, dependency):
         """Remove every entry naming ``dependency``, whichever process wrote it.
@@ -716,6 +723,9 @@ class CompressedPersistentCache(CacheTier):
             ``max_disk_mb`` (None when unbounded) for the whole directory, whichever
             process wrote it; ``cache_dir``, ``compression``, ``eviction``.
         """
+        if self._volatile is not None:
+            # It records into our metrics in batches; bring them up to date first.
+            self._volatile.flush_metrics()
         metrics = self.metrics
         snap = metrics.snapshot()
         hits, misses = metrics.hits, metrics.misses
@@ -1009,7 +1019,7 @@ class PersistentTNFRCache(CompressedPersistentCache):
         level = as_level(level)
         digest = fingerprint_hex(key)
         return self._set_volatile(
-            key, digest, value, level, _check_dependencies(dependencies),
+            digest, value, level, _check_dependencies(dependencies),
             _check_cost(computation_cost), _check_ttl(ttl),
         )
 
