@@ -329,10 +329,28 @@ def test_merge_adds_another_and_its_json_snapshot():
     c.merge(json.loads(json.dumps(a.snapshot())))
     assert c.get_summary() | {"avg_hit_time_ms": 0} == a.get_summary() | {"avg_hit_time_ms": 0}
     assert c.get_summary()["avg_hit_time_ms"] == pytest.approx(a.get_summary()["avg_hit_time_ms"])
-    bad = a.snapshot()
-    bad["buckets"] = [1.0]
-    with pytest.raises(InvalidArgumentError, match="buckets"):
-        c.merge(bad)
+
+
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (lambda s: s.update(buckets=[1.0]), "different latency buckets"),
+        (lambda s: s.pop("sizes"), "missing"),
+        (lambda s: s["tier_counters"].update(bogus={"disk": 1}), "unknown series"),
+        (lambda s: s["latency"].update(evict={}), "unknown series"),
+        (lambda s: s["latency"]["hit"]["memory"]["derived_metrics"].update(buckets=[1, 2]), "buckets"),
+    ],
+)
+def test_merge_refuses_what_is_not_a_snapshot_and_changes_nothing(spoil, message):
+    target = _filled()
+    before = target.snapshot()
+    bad = _filled().snapshot()
+    spoil(bad)
+    with pytest.raises(InvalidArgumentError, match=message):
+        target.merge(bad)
+    assert target.snapshot() == before
+    with pytest.raises(InvalidArgumentError, match="snapshot"):
+        target.merge([1, 2])
 
 
 def test_empty_metrics_summary_and_repr():

@@ -35,7 +35,7 @@ import numpy as np
 from .errors import InvalidArgumentError
 from .levels import as_level
 
-__all__ = ["CacheMetrics", "LATENCY_BUCKETS", "RECENT_SAMPLES"]
+__all__ = ["CacheMetrics", "LATENCY_BUCKETS", "RECENT_SAMPLES", "percentile_from_buckets"]
 
 #: Upper bounds (seconds) of the latency histogram buckets: 10 per decade from 100 ns to
 #: 1000 s, plus an overflow bucket. Bucket ``i`` counts durations in
@@ -148,6 +148,34 @@ def _sum_finite(values):
         return total
     array = _to_float_array(values)
     return float(array[np.isfinite(array)].sum())
+
+
+def _check_snapshot(snap):
+    """Refuse, before anything is added, data that is not a :meth:`CacheMetrics.snapshot`."""
+    if not isinstance(snap, dict):
+        raise InvalidArgumentError(f"expected a CacheMetrics or its snapshot(), got {type(snap).__name__}")
+    missing = {"buckets", "latency", "set_latency", "hash_latency", "level_counters",
+               "tier_counters", "sizes", "error_types", "last_error"} - set(snap)
+    if missing:
+        raise InvalidArgumentError(f"not a CacheMetrics snapshot: missing {sorted(missing)}")
+    if list(snap["buckets"]) != list(LATENCY_BUCKETS):
+        raise InvalidArgumentError("cannot merge a snapshot taken with different latency buckets")
+    unknown = (
+        (set(snap["latency"]) - {"hit", "miss"})
+        | (set(snap["level_counters"]) - set(_LEVEL_COUNTERS))
+        | (set(snap["tier_counters"]) - set(_TIER_COUNTERS))
+    )
+    if unknown:
+        raise InvalidArgumentError(f"snapshot has unknown series {sorted(unknown)}")
+    histograms = [snap["hash_latency"], *snap["set_latency"].values()]
+    for by_tier in snap["latency"].values():
+        for by_level in by_tier.values():
+            histograms.extend(by_level.values())
+    for hist in histograms:
+        if len(hist["buckets"]) != _NBUCKETS:
+            raise InvalidArgumentError(
+                f"a snapshot histogram has {len(hist['buckets'])} buckets, expected {_NBUCKETS}"
+            )
 
 
 def percentile_from_buckets(counts, q, low=None, high=None):
@@ -387,7 +415,8 @@ class CacheMetrics:
         """Forget everything recorded so far (counters, sizes, histograms, samples).
 
         Tiers keep their entries, so sizes restart from zero too: call this when the cache
-        itself is cleared, or read the sizes from the tier's ``get_stats()``.
+        itself is cleared, or read the sizes from the tier's ``get_stats()``. Events recorded
+        by other threads while this runs may be dropped.
         """
         with self._lock:
             self._reset_state()
@@ -444,8 +473,7 @@ class CacheMetrics:
         merges them into one report. Recent samples are not carried over.
         """
         snap = other.snapshot() if isinstance(other, CacheMetrics) else other
-        if list(snap.get("buckets", ())) != list(LATENCY_BUCKETS):
-            raise InvalidArgumentError("cannot merge a snapshot taken with different latency buckets")
+        _check_snapshot(snap)
         with self._lock:
             self._fold()
             for kind, by_tier in snap["latency"].items():
