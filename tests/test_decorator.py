@@ -25,7 +25,7 @@ from tnfr_fastcache import (
     set_global_cache,
 )
 from tnfr_fastcache.decorator import CacheInfo, NotCacheableError
-from test_tiered import FailingTier
+from test_tiered import ProxyTier
 
 D = CacheLevel.DERIVED_METRICS
 
@@ -497,20 +497,8 @@ def test_dependencies_invalidate_and_are_optional(mem):
         cache_tnfr_computation(D, "graph_topology")
 
 
-class RecordingTier(TNFRHierarchicalCache):
-    """A memory tier that remembers the keys it was given."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.keys_set = []
-
-    def set(self, key, *args, **kwargs):
-        self.keys_set.append(key)
-        return super().set(key, *args, **kwargs)
-
-
 def test_upstream_positional_form_cost_estimator_and_ttl():
-    tier = RecordingTier(max_memory_mb=8)
+    tier = ProxyTier(down=False)
 
     @cache_tnfr_computation(CacheLevel.NODE_PROPERTIES, {"node_epi"}, lambda n: n * 10.0, tier, ttl=3600)
     def f(n):
@@ -579,7 +567,7 @@ def test_global_cache_get_set_reset(fresh_global, mem):
 
 
 def test_tier_errors_are_misses_counted_and_logged_once(caplog):
-    tier = FailingTier("disk", failing={"get", "lookup", "set"}, error=OSError(28, "No space left on device"))
+    tier = ProxyTier("disk", failing={"get", "lookup", "set"}, error=OSError(28, "No space left on device"))
     calls = Calls()
 
     @cached(tier)

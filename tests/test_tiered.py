@@ -114,9 +114,9 @@ def test_value_too_large_for_memory_still_lands_on_disk(make_stack):
     assert stack.get_stats()["tier_hits"]["disk"] == 1
 
 
-class FailingTier(CacheTier):
+class ProxyTier(CacheTier):
     """A memory tier behind a switch: while ``down``, the methods named in ``failing`` raise
-    ``error`` as an unreachable server or a full disk would."""
+    ``error`` as an unreachable server or a full disk would. Records the keys it is given."""
 
     def __init__(self, tier_name="redis", failing=("lookup", "get", "set", "delete", "invalidate_by_dependency",
                                                    "invalidate_level", "clear"), error=None, down=True):
@@ -126,6 +126,7 @@ class FailingTier(CacheTier):
         self.failing = set(failing)
         self.error = error or BackendUnavailable("redis 127.0.0.1:1 is unreachable")
         self.down = down
+        self.keys_set = []
 
     def _call(self, name, *args, **kwargs):
         if self.down and name in self.failing:
@@ -139,6 +140,7 @@ class FailingTier(CacheTier):
         return self._call("get", *args, **kwargs)
 
     def set(self, *args, **kwargs):
+        self.keys_set.append(args[0])
         return self._call("set", *args, **kwargs)
 
     def delete(self, *args):
@@ -162,7 +164,7 @@ class FailingTier(CacheTier):
 
 def test_failing_tier_is_skipped_and_counted(caplog):
     memory = TNFRHierarchicalCache(max_memory_mb=8)
-    stack = TieredCache(memory, FailingTier())
+    stack = TieredCache(memory, ProxyTier())
     assert stack.set("k", 1, T) is True
     assert stack.get("k", T) == 1
     assert stack.get("absent", T) is None
@@ -178,14 +180,14 @@ def test_failing_tier_is_skipped_and_counted(caplog):
 
 
 def test_all_tiers_failing_is_a_miss_not_an_error():
-    stack = TieredCache(FailingTier(), FailingTier("disk", failing={"set"}, error=BackendError("No space left on device")))
+    stack = TieredCache(ProxyTier(), ProxyTier("disk", failing={"set"}, error=BackendError("No space left on device")))
     assert stack.set("k", 1, T) is False
     assert stack.get("k", T) is None
     assert stack.get_stats()["errors"] == 3
 
 
 def test_caller_errors_still_propagate():
-    stack = TieredCache(FailingTier(), TNFRHierarchicalCache(max_memory_mb=1))
+    stack = TieredCache(ProxyTier(), TNFRHierarchicalCache(max_memory_mb=1))
     with pytest.raises(InvalidArgumentError):
         stack.get("k", "no_such_level")
     with pytest.raises(InvalidArgumentError):

@@ -559,7 +559,7 @@ class _Memo:
         if _tracked_types:
             values = _swap_graphs(values)
         try:
-            return fingerprint(self.token, *values)
+            return fingerprint(self.token, values)
         except UnhashableKeyError as exc:
             raise self._explain(values, exc) from exc
 
@@ -787,11 +787,17 @@ def _wrap(func, memo):
     slow_key = memo.slow_key
 
     def key_of(args, kwargs):
-        if plain and not kwargs and not _tracked_types and len(args) <= nparams:
+        # The common call, keyed without binding: positional arguments only. The values go
+        # in as one tuple: two arguments take the vectorcall path, a splatted call would
+        # build a new tuple.
+        if plain and not kwargs and len(args) <= nparams:
             tail = tails[len(args)]
             if tail is not None:
+                values = args + tail if tail else args
+                if _tracked_types and not _tracked_types.isdisjoint(map(type, values)):
+                    values = _swap_graphs(values)
                 try:
-                    return fingerprint(token, *args, *tail)
+                    return fingerprint(token, values)
                 except UnhashableKeyError:
                     pass  # slow_key raises again, naming the argument
         return slow_key(args, kwargs)
@@ -812,10 +818,11 @@ def _wrap(func, memo):
 
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
-            # The common call, keyed without binding: positional arguments only.
+            # key_of inlined for the common call: positional arguments, no tracked graph.
             if not kwargs and not _tracked_types and len(args) <= nparams and tails[len(args)] is not None:
+                tail = tails[len(args)]
                 try:
-                    fp = fingerprint(token, *args, *tails[len(args)])
+                    fp = fingerprint(token, args + tail if tail else args)
                 except UnhashableKeyError:
                     fp = slow_key(args, kwargs)  # raises again, naming the argument
             else:
