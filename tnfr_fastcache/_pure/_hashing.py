@@ -18,7 +18,8 @@ Encoding (integers are little-endian; ``u64`` is an unsigned 8-byte length or co
     dict      b"d" u64(n) sorted 16-byte digests of (key, value) encodings
     set       b"S" u64(n) sorted digests of items   frozenset b"Z" ...
     Prehashed b"H" 16 bytes
-    ndarray   b"A" str(dtype) u64(ndim) u64(dim)... payload (C order, NaNs canonical)
+    ndarray   b"A" str(dtype) u64(ndim) u64(dim)... zeros to an 8-byte stream offset,
+              payload (C order, NaNs canonical)
     numpy scalar b"n" + the 0-d array          graph b"G" ... (see ``_encode_graph``)
     subclass of a builtin   b"X" str(type name) + the builtin value
     rule      b"U" str(type name) + value      __fastcache_key__  b"K" str(type name) + value
@@ -347,22 +348,25 @@ def _default_graph_attr(key):
 class _Sink:
     """Bytes on their way into one xxh3_128 state; small pieces are batched."""
 
-    __slots__ = ("parts", "size", "state")
+    __slots__ = ("parts", "size", "state", "total")
 
     def __init__(self):
         self.parts = []
         self.size = 0
         self.state = None
+        self.total = 0
 
     def put(self, data):
         self.parts.append(data)
         self.size += len(data)
+        self.total += len(data)
         if self.size >= BLOCK_BYTES:
             self._spill()
 
     def put_large(self, view):
         self._spill()
         self.state.update(view)
+        self.total += view.nbytes
 
     def _spill(self):
         if self.state is None:
@@ -508,6 +512,9 @@ class _Walker:
             for item in array.flat:
                 self.encode(sink, item, depth)
         elif array.size:
+            # payloads start 8-byte aligned in the stream, so the compiled twin can look
+            # for NaNs with the same vector loads that feed xxh3
+            sink.put(bytes(-sink.total % 8))
             if dtype.kind in "fc" and np.isnan(array).any():
                 array = _canonical_nans(array)
             for block in _c_order_blocks(array):
