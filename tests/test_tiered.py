@@ -242,3 +242,49 @@ def test_decorator_over_memory_and_disk_survives_a_new_memory_tier(tmp_path):
     assert calls == [20]
     assert stack.get_stats()["tier_hits"] == {"memory": 0, "disk": 1}
     stack.close()
+
+
+class LeaseTier(ProxyTier):
+    """A tier with a lease, like the Redis tier's, that may fail after computing."""
+
+    def __init__(self, fail_after_compute=False):
+        super().__init__(down=False)
+        self.fail_after_compute = fail_after_compute
+        self.leases = 0
+
+    def get_or_compute(self, key, level, fn, *, dependencies=(), computation_cost=1.0, ttl=None, copy=False):
+        self.leases += 1
+        entry = self.lookup(key, level, copy=copy)
+        if entry is not None:
+            return entry.value
+        value = fn()
+        if self.fail_after_compute:
+            raise BackendUnavailable("connection reset while storing")
+        self.set(key, value, level, dependencies, computation_cost, ttl)
+        return value
+
+
+def test_get_or_compute_goes_through_the_lease_tier():
+    memory = TNFRHierarchicalCache(max_memory_mb=8)
+    lease = LeaseTier()
+    stack = TieredCache(memory, lease)
+    calls = []
+
+    @cached(stack)
+    def f(x):
+        calls.append(x)
+        return x + 1
+
+    assert f(1) == 2 and f(1) == 2
+    assert calls == [1] and lease.leases == 1
+    assert memory.get(lease.keys_set[0], D) == 2  # the leased value was written above
+
+
+def test_lease_failing_after_compute_does_not_compute_twice():
+    lease = LeaseTier(fail_after_compute=True)
+    stack = TieredCache(TNFRHierarchicalCache(max_memory_mb=8), lease)
+    calls = []
+    value = stack.get_or_compute("k", D, lambda: calls.append(1) or "v")
+    assert value == "v" and calls == [1]
+    assert stack.get("k", D) == "v"  # still written through by the stack
+    assert stack.get_stats()["tier_errors"]["redis"] == 1

@@ -685,32 +685,39 @@ class _Memo:
         self._land(fp, flight)
         return self.handed_out(value, mine=True)
 
-    def _compute_and_store(self, cache, fp, args, kwargs):
-        # Another leader may have stored the value between our lookup and our flight.
-        value = self.lookup(cache, fp)
-        if value is not MISSING:
-            with self._lock:
-                self.hits += 1
-            return value
+    def _count(self, hit):
         with self._lock:
-            self.misses += 1
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1
+
+    def _compute_and_store(self, cache, fp, args, kwargs):
         lease = getattr(cache, "get_or_compute", None)
         if lease is None:
-            value = self.check_result(self.func(*args, **kwargs))
-            self.store(cache, fp, value, args, kwargs)
+            # Another leader may have stored the value between our lookup and our flight.
+            value = self.lookup(cache, fp)
+            self._count(value is not MISSING)
+            if value is MISSING:
+                value = self.check_result(self.func(*args, **kwargs))
+                self.store(cache, fp, value, args, kwargs)
             return value
+        # The lease looks the key up again itself, then computes in one process only.
         computed = []
 
         def compute():
-            computed.append(self.check_result(self.func(*args, **kwargs)))
+            if not computed:
+                computed.append(self.check_result(self.func(*args, **kwargs)))
             return computed[0]
 
         try:
-            return lease(fp, self.level, compute, dependencies=self.entry_dependencies,
-                         computation_cost=self.cost(args, kwargs), ttl=self.ttl, copy=self.copy)
+            value = lease(fp, self.level, compute, dependencies=self.entry_dependencies,
+                          computation_cost=self.cost(args, kwargs), ttl=self.ttl, copy=self.copy)
         except _TIER_ERRORS as exc:
             self.tier_failed(exc)
-            return computed[0] if computed else compute()
+            value = compute()
+        self._count(not computed)
+        return value
 
     async def amiss(self, cache, fp, args, kwargs):
         loop = asyncio.get_running_loop()

@@ -234,7 +234,7 @@ class TieredCache(CacheTier):
 
         The first tier offering ``get_or_compute`` (the Redis tier: one process computes
         under a lease, the others wait for its result) is asked to produce the value; the
-        result is then written into the tiers above it. Without such a tier this is a
+        result is then written into the other tiers. Without such a tier this is a
         lookup, then ``compute()`` and a write-through ``set``.
 
         Returns
@@ -246,25 +246,39 @@ class TieredCache(CacheTier):
         entry = self.lookup(key, level, copy=copy)
         if entry is not None:
             return entry.value
+        results = []
+
+        def once():
+            # A lease tier failing after computing must not make us compute again.
+            if not results:
+                results.append(compute())
+            return results[0]
+
         for index, tier in enumerate(self._tiers):
             lease = getattr(tier, "get_or_compute", None)
             if lease is None:
                 continue
             try:
-                value = lease(key, level, compute, dependencies=dependencies,
+                value = lease(key, level, once, dependencies=dependencies,
                               computation_cost=computation_cost, ttl=ttl, copy=copy)
             except _TIER_ERRORS as exc:
                 self._failed(index, exc)
                 break
-            for upper in range(index):
-                try:
-                    self._tiers[upper].set(key, value, level, frozenset(dependencies), computation_cost, ttl)
-                except _TIER_ERRORS as exc:
-                    self._failed(upper, exc)
+            self._set_except(index, key, value, level, dependencies, computation_cost, ttl)
             return value
-        value = compute()
+        value = once()
         self.set(key, value, level, dependencies, computation_cost, ttl)
         return value
+
+    def _set_except(self, skipped, key, value, level, dependencies, computation_cost, ttl):
+        dependencies = frozenset(dependencies)
+        for index, tier in enumerate(self._tiers):
+            if index == skipped:
+                continue
+            try:
+                tier.set(key, value, level, dependencies, computation_cost, ttl)
+            except _TIER_ERRORS as exc:
+                self._failed(index, exc)
 
     # -- stats ----------------------------------------------------------------------------
 
