@@ -288,3 +288,19 @@ def test_lease_failing_after_compute_does_not_compute_twice():
     assert value == "v" and calls == [1]
     assert stack.get("k", D) == "v"  # still written through by the stack
     assert stack.get_stats()["tier_errors"]["redis"] == 1
+
+
+def test_compute_raising_oserror_is_not_taken_for_a_tier_failure():
+    stack = TieredCache(TNFRHierarchicalCache(max_memory_mb=8), LeaseTier())
+    calls = []
+
+    @cached(stack)
+    def read_config(path):
+        calls.append(path)
+        raise FileNotFoundError(path)
+
+    with pytest.raises(FileNotFoundError):
+        read_config("/nonexistent")
+    assert calls == ["/nonexistent"]
+    assert read_config.cache_stats()["errors"] == 0
+    assert stack.get_stats()["errors"] == 0

@@ -629,8 +629,9 @@ class _Memo:
             return 1.0
 
     def store(self, cache, fp, value, args, kwargs):
+        cost = self.cost(args, kwargs)
         try:
-            cache.set(fp, value, self.level, self.entry_dependencies, self.cost(args, kwargs), self.ttl)
+            cache.set(fp, value, self.level, self.entry_dependencies, cost, self.ttl)
         except _STORE_ERRORS as exc:
             self.tier_failed(exc)
 
@@ -704,16 +705,24 @@ class _Memo:
             return value
         # The lease looks the key up again itself, then computes in one process only.
         computed = []
+        raised = []
 
         def compute():
             if not computed:
-                computed.append(self.check_result(self.func(*args, **kwargs)))
+                try:
+                    computed.append(self.check_result(self.func(*args, **kwargs)))
+                except BaseException as exc:
+                    raised.append(exc)
+                    raise
             return computed[0]
 
+        cost = self.cost(args, kwargs)
         try:
             value = lease(fp, self.level, compute, dependencies=self.entry_dependencies,
-                          computation_cost=self.cost(args, kwargs), ttl=self.ttl, copy=self.copy)
+                          computation_cost=cost, ttl=self.ttl, copy=self.copy)
         except _TIER_ERRORS as exc:
+            if raised and exc is raised[0]:
+                raise  # the function's own OSError, not the tier's: never call it twice
             self.tier_failed(exc)
             value = compute()
         self._count(not computed)

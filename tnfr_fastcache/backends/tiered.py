@@ -247,11 +247,16 @@ class TieredCache(CacheTier):
         if entry is not None:
             return entry.value
         results = []
+        raised = []
 
         def once():
             # A lease tier failing after computing must not make us compute again.
             if not results:
-                results.append(compute())
+                try:
+                    results.append(compute())
+                except BaseException as exc:
+                    raised.append(exc)
+                    raise
             return results[0]
 
         for index, tier in enumerate(self._tiers):
@@ -262,6 +267,8 @@ class TieredCache(CacheTier):
                 value = lease(key, level, once, dependencies=dependencies,
                               computation_cost=computation_cost, ttl=ttl, copy=copy)
             except _TIER_ERRORS as exc:
+                if raised and exc is raised[0]:
+                    raise  # compute's own OSError, not the tier's
                 self._failed(index, exc)
                 break
             self._set_except(index, key, value, level, dependencies, computation_cost, ttl)
