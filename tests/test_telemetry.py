@@ -189,7 +189,7 @@ def test_memory_stays_bounded():
         m.record_hit(DM, 1e-6 * (1 + i % 50), 1.0)
         m.record_miss(DM, 1e-5)
     # pending lists are folded before they pass the threshold
-    assert all(len(log) < telemetry._FOLD_AT for _, _, _, log in m._logs)
+    assert all(len(durations) < telemetry._FOLD_AT for _, _, _, durations, _ in m._logs)
     assert len(m.hit_times) == RECENT_SAMPLES
     assert m.hits == n and m.misses == n
     snap = m.snapshot()

@@ -16,8 +16,8 @@ keyed by the level's string value (``"derived_metrics"``), so its keys are plain
 whatever the callers passed.
 
 Thread safety. ``record_hit`` and ``record_miss`` run on every cache lookup, so they take
-no lock: each appends to a per-(tier, level) list with a single ``list += tuple``, which is
-one C call and therefore atomic under the GIL. The lists are folded into the histograms, in
+no lock: each appends to per-(tier, level) lists with ``list.append``, which is one C call
+and therefore atomic under the GIL. The lists are folded into the histograms, in
 batches and under a lock, when they reach :data:`_FOLD_AT` items and whenever the metrics
 are read. A fold copies the first ``n`` items and then deletes exactly those ``n``; appends
 that land in between go after them, so none is lost or counted twice. The other, rarer
@@ -247,10 +247,12 @@ class CacheMetrics:
         self._reset_state()
 
     def _reset_state(self):
-        # tier -> {level as passed (CacheLevel value or str) -> pending list}
+        # tier -> {level as passed (CacheLevel value or str) -> pending lists}:
+        # (durations, costs) for hits, durations for misses
         self._hit_logs = {}
         self._miss_logs = {}
-        # every pending list once, with where it folds to: (kind, tier, level, list)
+        # every pending list once, with where it folds to:
+        # (kind, tier, level, durations, costs or None)
         self._logs = []
         # (kind, tier, level) -> _Latency; kind is "hit" or "miss"
         self._latency = {}
@@ -278,61 +280,72 @@ class CacheMetrics:
             The tier that served it (``"memory"``, ``"disk"``, ``"redis"``, ...).
         """
         try:
-            log = self._hit_logs[tier][level if level.__class__ is str else level._value_]
+            durations, costs = self._hit_logs[tier][
+                level if level.__class__ is str else level._value_
+            ]
         except (KeyError, AttributeError):
-            log = self._new_log("hit", self._hit_logs, tier, level)
-        log += (duration, cost)
-        if len(log) >= _FOLD_AT:
+            durations, costs = self._new_log("hit", tier, level)
+        # two single appends are cheaper than one ``+= (duration, cost)``; the two lists
+        # are folded independently, so they need not be appended to atomically together
+        durations.append(duration)
+        costs.append(cost)
+        if len(durations) >= _FOLD_AT:
             with self._lock:
                 self._fold()
 
     def record_miss(self, level, duration=0.0, *, tier="memory"):
         """Record a miss that took ``duration`` seconds (see :meth:`record_hit`)."""
         try:
-            log = self._miss_logs[tier][level if level.__class__ is str else level._value_]
+            durations = self._miss_logs[tier][level if level.__class__ is str else level._value_]
         except (KeyError, AttributeError):
-            log = self._new_log("miss", self._miss_logs, tier, level)
-        log.append(duration)
-        if len(log) >= _FOLD_AT:
+            durations = self._new_log("miss", tier, level)
+        durations.append(duration)
+        if len(durations) >= _FOLD_AT:
             with self._lock:
                 self._fold()
 
-    def _new_log(self, kind, logs, tier, level):
-        """The pending list for ``(tier, level)``, created on first use; validates both."""
+    def _new_log(self, kind, tier, level):
+        """The pending list(s) of ``(kind, tier, level)``, created on first use; validates both.
+
+        A hit has a list of durations and one of costs, a miss only durations.
+        """
         if not isinstance(tier, str):
             raise InvalidArgumentError(f"tier must be a str such as 'memory', got {tier!r}")
         key = _level_key(level)
         raw = level if isinstance(level, str) else key
+        logs = self._hit_logs if kind == "hit" else self._miss_logs
         with self._lock:
             by_level = logs.setdefault(tier, {})
             log = by_level.get(key)
             if log is None:
-                log = []
-                self._logs.append((kind, tier, key, log))
-                by_level[key] = log
-            # a level name ("DERIVED_METRICS") shares the list of its value
+                durations, costs = [], [] if kind == "hit" else None
+                self._logs.append((kind, tier, key, durations, costs))
+                log = by_level[key] = durations if costs is None else (durations, costs)
+            # a level name ("DERIVED_METRICS") shares the list(s) of its value
             by_level[raw] = log
         return log
 
     def _fold(self):
         """Move every pending hot-path item into its histogram. Caller holds the lock."""
-        for kind, tier, level, log in self._logs:
-            n = len(log)
-            if not n:
+        for kind, tier, level, durations, costs in self._logs:
+            n = len(durations)
+            m = 0 if costs is None else len(costs)
+            if not (n or m):
                 continue
-            items = log[:n]
-            # only appends race with us, and they go after index n
-            del log[:n]
             stats = self._latency.get((kind, tier, level))
             if stats is None:
                 stats = self._latency[kind, tier, level] = _Latency()
-            if kind == "hit":
-                durations = items[0::2]
-                stats.cost += _sum_finite(items[1::2])
-            else:
-                durations = items
-            stats.count += len(durations)
-            stats.add_durations(_to_float_array(durations), durations)
+            # Copy the first n, then delete exactly those n: only appends race with us,
+            # and they land after index n, so nothing is lost or counted twice.
+            if m:
+                pending_costs = costs[:m]
+                del costs[:m]
+                stats.cost += _sum_finite(pending_costs)
+            if n:
+                pending = durations[:n]
+                del durations[:n]
+                stats.count += n
+                stats.add_durations(_to_float_array(pending), pending)
 
     # ------------------------------------------------------------------ other events
     def record_set(self, level, nbytes, *, tier="memory", stored_nbytes=None, duration=None):
