@@ -1,9 +1,11 @@
 """CacheMetrics: the seed's fields and report, the added counters, bounded memory, threads."""
 
 import contextlib
+import copy
 import io
 import json
 import math
+import pickle
 import sys
 import threading
 
@@ -351,6 +353,20 @@ def test_merge_refuses_what_is_not_a_snapshot_and_changes_nothing(spoil, message
     assert target.snapshot() == before
     with pytest.raises(InvalidArgumentError, match="snapshot"):
         target.merge([1, 2])
+
+
+def test_pickle_and_copy_keep_the_counts():
+    m = _filled()
+    m.record_error(tier="disk", exc=OSError("full"))
+    for clone in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m)):
+        assert clone.snapshot() == m.snapshot()
+        clone.record_hit(DM, 1e-6)
+        assert clone.hits == m.hits + 1
+
+
+def test_unhashable_tier_is_refused_clearly():
+    with pytest.raises(InvalidArgumentError, match="tier"):
+        CacheMetrics().record_hit(DM, 1e-6, tier=["memory"])
 
 
 def test_empty_metrics_summary_and_repr():

@@ -283,7 +283,7 @@ class CacheMetrics:
             durations, costs = self._hit_logs[tier][
                 level if level.__class__ is str else level._value_
             ]
-        except (KeyError, AttributeError):
+        except (KeyError, AttributeError, TypeError):
             durations, costs = self._new_log("hit", tier, level)
         # two single appends are cheaper than one ``+= (duration, cost)``; the two lists
         # are folded independently, so they need not be appended to atomically together
@@ -297,7 +297,7 @@ class CacheMetrics:
         """Record a miss that took ``duration`` seconds (see :meth:`record_hit`)."""
         try:
             durations = self._miss_logs[tier][level if level.__class__ is str else level._value_]
-        except (KeyError, AttributeError):
+        except (KeyError, AttributeError, TypeError):
             durations = self._new_log("miss", tier, level)
         durations.append(duration)
         if len(durations) >= _FOLD_AT:
@@ -513,6 +513,10 @@ class CacheMetrics:
                 for name, n in by_name.items():
                     self._error_types[tier, name] += n
             self._last_error.update(snap["last_error"])
+
+    def __reduce__(self):
+        # a lock cannot be pickled: send the data, so metrics can cross process boundaries
+        return (_from_snapshot, (self.snapshot(),))
 
     def _latency_rows(self, kind):
         """``[(tier, level, _Latency)]`` for hits or misses, after folding."""
@@ -908,3 +912,10 @@ class CacheMetrics:
             f"CacheMetrics(hits={s['hits']}, misses={s['misses']}, "
             f"hit_rate={s['hit_rate']:.3f}, size_bytes={int(s['memory_mb'] * _MIB)})"
         )
+
+
+def _from_snapshot(snap):
+    """A new :class:`CacheMetrics` holding ``snap`` (what unpickling a CacheMetrics calls)."""
+    metrics = CacheMetrics()
+    metrics.merge(snap)
+    return metrics
