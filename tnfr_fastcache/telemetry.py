@@ -524,21 +524,24 @@ class CacheMetrics:
             self._fold()
             return [(t, lv, s) for (k, t, lv), s in self._latency.items() if k == kind]
 
-    def _sum_by(self, kind, attr, by):
+    def _count_by(self, kind, by):
+        """``{tier or level: events}`` of hits or misses; ``by`` is "tier" or "level"."""
         out = collections.Counter()
         for tier, level, stats in self._latency_rows(kind):
-            out[tier if by == "tier" else level] += getattr(stats, attr)
+            out[tier if by == "tier" else level] += stats.count
         return dict(out)
 
-    def _level_counter(self, name, by="level"):
+    def _level_counter(self, name):
+        """``{level: n}`` of a per-level counter, summed over tiers."""
         with self._lock:
             out = collections.Counter()
-            for (n, tier, level), count in self._level_counts.items():
+            for (n, _, level), count in self._level_counts.items():
                 if n == name:
-                    out[tier if by == "tier" else level] += count
+                    out[level] += count
             return dict(out)
 
     def _tier_counter(self, name):
+        """``{tier: n}`` of a per-tier counter."""
         with self._lock:
             return {tier: count for (n, tier), count in self._tier_counts.items() if n == name}
 
@@ -566,12 +569,12 @@ class CacheMetrics:
     @property
     def level_hits(self):
         """``{level value: hits}`` summed over tiers."""
-        return self._sum_by("hit", "count", "level")
+        return self._count_by("hit", "level")
 
     @property
     def level_misses(self):
         """``{level value: misses}`` summed over tiers."""
-        return self._sum_by("miss", "count", "level")
+        return self._count_by("miss", "level")
 
     @property
     def total_size_bytes(self):
@@ -624,12 +627,12 @@ class CacheMetrics:
     @property
     def tier_hits(self):
         """``{tier: hits}``."""
-        return self._sum_by("hit", "count", "tier")
+        return self._count_by("hit", "tier")
 
     @property
     def tier_misses(self):
         """``{tier: misses}``."""
-        return self._sum_by("miss", "count", "tier")
+        return self._count_by("miss", "tier")
 
     @property
     def tier_errors(self):
@@ -758,11 +761,11 @@ class CacheMetrics:
             timed = sum(sum(h["buckets"]) for _, _, h in rows)
             return sum(h["sum"] for _, _, h in rows) / timed * 1000.0 if timed else 0.0
 
-        def per(name, by):
+        def per_level(name):
             out = collections.Counter()
-            for tier, by_level in snap["level_counters"][name].items():
+            for by_level in snap["level_counters"][name].values():
                 for level, n in by_level.items():
-                    out[tier if by == "tier" else level] += n
+                    out[level] += n
             return out
 
         def tier_total(name):
@@ -781,7 +784,7 @@ class CacheMetrics:
             for level, n in by_level.items():
                 size_level[level] += n
                 size_tier[tier] += n
-        evictions, invalidations = per("evictions", "level"), per("invalidations", "level")
+        evictions, invalidations = per_level("evictions"), per_level("invalidations")
         hit_q = self.latency_percentiles("hit")
         miss_q = self.latency_percentiles("miss")
         stored = tier_total("stored_bytes_written")
@@ -805,10 +808,10 @@ class CacheMetrics:
             "misses": misses,
             "evictions": sum(evictions.values()),
             "invalidations": sum(invalidations.values()),
-            "rejected": sum(per("rejected", "level").values()),
+            "rejected": sum(per_level("rejected").values()),
             "errors": tier_total("errors"),
             "corrupt": tier_total("corrupt"),
-            "sets": sum(per("sets", "level").values()),
+            "sets": sum(per_level("sets").values()),
             "p50_hit_ms": hit_q[0.5] * 1000.0,
             "p95_hit_ms": hit_q[0.95] * 1000.0,
             "p99_hit_ms": hit_q[0.99] * 1000.0,
