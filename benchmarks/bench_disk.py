@@ -1,7 +1,7 @@
 """Disk tier: our CompressedPersistentCache next to what users would pick instead.
 
-Subjects (each in its own temporary directory, on tmpfs when ``/dev/shm`` exists, so
-every load reads the page cache):
+Subjects (each in its own temporary directory on the disk pytest's ``tmp_path`` is on;
+files just written are in the page cache, so loads read memory, not the device):
 
 - ``ours-lz4``, ``ours-gzip``, ``ours-none``: :class:`CompressedPersistentCache` with that
   codec, no memory front (every load reads the file); gzip at 8 MB only;
@@ -25,8 +25,6 @@ than diskcache's set; sparse stored bytes at most 1/40 of diskcache's; lz4 ratio
 
 import os
 import pickle
-import shutil
-import tempfile
 
 import numpy as np
 import pytest
@@ -36,10 +34,6 @@ from tnfr_fastcache.backends.disk import CompressedPersistentCache
 
 D = CacheLevel.DERIVED_METRICS
 MATRICES = [(1000, "sparse"), (1000, "dense"), (4000, "sparse"), (4000, "dense")]
-# Every subject writes gigabytes over a run: on a real disk, writeback of one subject's files
-# throttles whichever subject runs next. tmpfs keeps the comparison fair (a load reads the
-# page cache either way).
-_TMPFS = "/dev/shm"
 SUBJECTS = ["ours-lz4", "ours-gzip", "ours-none", "seed-pickle-lz4frame", "diskcache", "joblib", "upstream-tnfr"]
 
 
@@ -144,11 +138,9 @@ def subject(request, tmp_path, n):
         # gzip runs at ~40 MB/s on dense floats (PERFORMANCE.md, lesson 4): seconds per
         # round at 128 MB, and nobody should pick it for matrices that size.
         pytest.skip("gzip is measured at 8 MB only")
-    root = tempfile.mkdtemp(prefix="bench_disk_", dir=_TMPFS if os.path.isdir(_TMPFS) else tmp_path)
-    made = Subject(request.param, root)
+    made = Subject(request.param, tmp_path / "cache")
     yield made
     made.close()
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.parametrize("subject", SUBJECTS, indirect=True)

@@ -567,7 +567,7 @@ def test_write_failure_is_backend_error_and_leaves_nothing(tmp_path, monkeypatch
             tier.set("k", np.arange(1000.0), D)
         monkeypatch.undo()
         assert info.value.errno == code and "cannot write a value file" in str(info.value)
-        assert isinstance(info.value, OSError)
+        assert isinstance(info.value, OSError) and tier.get_stats()["errors"] == 1
         assert tier.get("k", D) is None and tier.get("before", D) == 1
         assert len(_leftovers(tmp_path)) == 1
 

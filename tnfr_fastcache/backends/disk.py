@@ -346,7 +346,11 @@ class CompressedPersistentCache(CacheTier):
         if (digest, level) in self._volatile_keys:
             self._volatile_keys.discard((digest, level))
             self._volatile.delete(digest, level)
-        return self._set_disk(digest, value, level, deps, cost, ttl)
+        try:
+            return self._set_disk(digest, value, level, deps, cost, ttl)
+        except OSError as exc:
+            self.metrics.record_error(tier=self.tier_name, exc=exc)
+            raise
 
     def _set_volatile(self, digest, value, level, deps, cost, ttl):
         """Keep ``value`` in memory only, removing any disk copy so it cannot come back."""
@@ -517,7 +521,11 @@ class CompressedPersistentCache(CacheTier):
             if entry is not None:
                 self.metrics.record_hit(level, time.perf_counter() - start, entry.computation_cost, tier="memory")
                 return entry
-        found = self._read_disk(digest, level, copy, mmap, verify)
+        try:
+            found = self._read_disk(digest, level, copy, mmap, verify)
+        except OSError as exc:
+            self.metrics.record_error(tier=self.tier_name, exc=exc)
+            raise
         if found is None:
             self.metrics.record_miss(level, time.perf_counter() - start, tier=self.tier_name)
             return None
@@ -568,7 +576,6 @@ class CompressedPersistentCache(CacheTier):
                 self._drop_corrupt(row, str(exc))
                 return None
             except OSError as exc:
-                self.metrics.record_error(tier=self.tier_name, exc=exc)
                 raise _backend_error(exc, "read a value file", path) from exc
             self._index.touch(row.level, row.digest, time.time())
             return row, value
