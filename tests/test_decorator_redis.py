@@ -10,6 +10,7 @@ import pytest
 
 redis = pytest.importorskip("redis")
 
+from contract import CacheTierContract  # noqa: E402
 from tnfr_fastcache import (  # noqa: E402
     CacheLevel,
     CompressedPersistentCache,
@@ -80,6 +81,27 @@ def test_a_later_process_reuses_the_value(redis_url):
     second = _outputs(_start_workers(redis_url, prefix, 1))
     assert first == second
     assert int(redis.Redis.from_url(redis_url).get(prefix + "computations")) == 1
+
+
+class TestMemoryDiskRedisContract(CacheTierContract):
+    @pytest.fixture
+    def make_tier(self, redis_url, tmp_path):
+        made = []
+
+        def make(**kwargs):
+            prefix = f"test:contract:{time.time_ns()}:"
+            tiers = (
+                TNFRHierarchicalCache(max_memory_mb=16),
+                CompressedPersistentCache(tmp_path / f"disk{len(made)}"),
+                RedisCache(url=redis_url, key_prefix=prefix),
+            )
+            made.append(TieredCache(*tiers, **kwargs))
+            return made[-1]
+
+        yield make
+        for stack in made:
+            stack.clear()
+            stack.close()
 
 
 @pytest.fixture
