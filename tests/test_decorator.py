@@ -10,6 +10,8 @@ import weakref
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tnfr_fastcache import (
     CacheLevel,
@@ -660,3 +662,44 @@ def test_recursion_on_distinct_keys(mem):
 
 def test_miss_sentinel_is_not_none():
     assert MISSING is not None and repr(MISSING) == "MISSING"
+
+
+def test_upstream_cache_level_members_are_accepted(mem):
+    upstream = pytest.importorskip("tnfr.utils.cache")
+
+    @cache_tnfr_computation(upstream.CacheLevel.NODE_PROPERTIES, {"node_epi"}, cache_instance=mem)
+    def f(x):
+        return x
+
+    f(1)
+    assert f._cache_level is CacheLevel.NODE_PROPERTIES
+    assert mem.invalidate_level(CacheLevel.NODE_PROPERTIES) == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    a=st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    b=st.none() | st.booleans() | st.integers(),
+    c=st.text(max_size=5),
+    split=st.integers(min_value=0, max_value=3),
+    use_default=st.booleans(),
+)
+def test_every_way_of_passing_the_same_arguments_is_one_entry(a, b, c, split, use_default):
+    tier = TNFRHierarchicalCache(max_memory_mb=4)
+    calls = Calls()
+
+    @cached(tier)
+    def f(a, b=None, c="z"):
+        calls()
+        return (a, b, c)
+
+    c = "z" if use_default else c
+    values = [a, b, c]
+    names = ["a", "b", "c"]
+    reference = f(a, b, c)
+    args, kwargs = values[:split], dict(zip(names[split:], values[split:]))
+    if use_default:
+        kwargs.pop("c", None)
+        args = args[:2]
+    assert f(*args, **kwargs) == reference
+    assert len(calls) == 1
