@@ -703,3 +703,42 @@ def test_every_way_of_passing_the_same_arguments_is_one_entry(a, b, c, split, us
         args = args[:2]
     assert f(*args, **kwargs) == reference
     assert len(calls) == 1
+
+
+class Interrupted(BaseException):
+    """Stands for KeyboardInterrupt in a leader thread."""
+
+
+def test_waiters_compute_themselves_when_the_leader_is_interrupted(mem):
+    calls = Calls()
+    started = threading.Event()
+
+    @cached(mem)
+    def f(x):
+        calls()
+        if len(calls) == 1:
+            started.set()
+            time.sleep(0.1)
+            raise Interrupted()
+        return x * 10
+
+    outcome = {}
+
+    def leader():
+        try:
+            f(1)
+        except Interrupted:
+            outcome["leader"] = "interrupted"
+
+    def waiter():
+        started.wait()
+        outcome["waiter"] = f(1)
+
+    threads = [threading.Thread(target=leader), threading.Thread(target=waiter)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcome == {"leader": "interrupted", "waiter": 10}
+    assert len(calls) == 2
+    assert f.cache_stats()["waits"] == 1

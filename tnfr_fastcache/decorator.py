@@ -674,6 +674,10 @@ class _Memo:
         if not leader:
             flight.done.wait()
             if flight.error is not None:
+                if not isinstance(flight.error, Exception):
+                    # The leader was interrupted (KeyboardInterrupt, SystemExit): that is
+                    # its thread's business, not a result; this caller computes instead.
+                    return self.miss(cache, fp, args, kwargs)
                 raise flight.error
             return self.handed_out(flight.value, mine=False)
         try:
