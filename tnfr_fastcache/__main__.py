@@ -76,11 +76,13 @@ class _Progress:
 def _size(nbytes):
     """``8.0 MiB`` style sizes for people; ``--json`` gives exact bytes."""
     value = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024 or unit == "GiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+    if abs(value) < 1024:
+        return f"{int(value)} B"
+    for unit in ("KiB", "MiB"):
         value /= 1024
-    raise AssertionError("unreachable")
+        if abs(value) < 1024:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1024:.1f} GiB"
 
 
 def _when(timestamp):
@@ -116,6 +118,10 @@ def _emit_json(data, out):
 # -- commands --------------------------------------------------------------------------
 
 
+def _empty_row():
+    return dict(entries=0, raw_bytes=0, stored_bytes=0, expired=0, cost=0.0)
+
+
 def cmd_stats(args, out):
     """Entries, raw and stored bytes, compression and expiry per level."""
     from .levels import CacheLevel
@@ -123,16 +129,11 @@ def cmd_stats(args, out):
     cache = _open(args.dir)
     try:
         now = time.time()
-        levels = {
-            level.value: dict(entries=0, raw_bytes=0, stored_bytes=0, expired=0, cost=0.0)
-            for level in CacheLevel
-        }
+        levels = {level.value: _empty_row() for level in CacheLevel}
         codecs = {}
         with _Progress(f"reading the index of {args.dir}"):
             for entry in cache.entries():
-                row = levels.setdefault(
-                    entry.level, dict(entries=0, raw_bytes=0, stored_bytes=0, expired=0, cost=0.0)
-                )
+                row = levels.setdefault(entry.level, _empty_row())
                 row["entries"] += 1
                 row["raw_bytes"] += entry.raw_size
                 row["stored_bytes"] += entry.stored_size
