@@ -25,6 +25,7 @@ import threading
 import time
 
 from .errors import FastCacheError
+from .levels import CacheLevel, as_level
 
 __all__ = ["main"]
 
@@ -104,12 +105,6 @@ def _open(directory):
     return CompressedPersistentCache(directory, create=False)
 
 
-def _level_value(level):
-    from .levels import as_level
-
-    return None if level is None else as_level(level).value
-
-
 def _emit_json(data, out):
     json.dump(data, out, indent=2, sort_keys=True)
     out.write("\n")
@@ -124,8 +119,6 @@ def _empty_row():
 
 def cmd_stats(args, out):
     """Entries, raw and stored bytes, compression and expiry per level."""
-    from .levels import CacheLevel
-
     cache = _open(args.dir)
     try:
         now = time.time()
@@ -191,7 +184,7 @@ def cmd_ls(args, out):
     """One line per entry, least recently used first."""
     cache = _open(args.dir)
     try:
-        entries = list(cache.entries(_level_value(args.level)))
+        entries = list(cache.entries(args.level))
     finally:
         cache.close()
     if args.json:
@@ -262,7 +255,7 @@ def cmd_gc(args, out):
 
 def cmd_clear(args, out):
     """Remove every entry, or those of one level."""
-    level = _level_value(args.level)
+    level = args.level
     cache = _open(args.dir)
     try:
         before = sum(1 for _ in cache.entries(level))
@@ -285,8 +278,6 @@ def _megabytes(text):
 
 
 def _level_arg(text):
-    from .levels import as_level
-
     try:
         return as_level(text).value
     except FastCacheError as exc:
