@@ -1,6 +1,7 @@
 """The behaviour every cache tier shares (memory, disk, Redis, tiered), as one test mixin.
 
-A tier's test file subclasses :class:`CacheTierContract` and provides the ``make_tier``
+A tier's test file imports it (``from contract import CacheTierContract``: pytest puts
+``tests/`` on the path), subclasses :class:`CacheTierContract` and provides the ``make_tier``
 fixture, a factory that builds a fresh, empty tier (keyword arguments such as
 ``metrics=`` are passed through)::
 

@@ -77,14 +77,14 @@ class _Walker:
         cls = type(value)
         if cls in _SCALARS:
             return _getsizeof(value)
-        if isinstance(value, _ndarray):
-            return value.nbytes + _ARRAY_HEADER
-        if isinstance(value, memoryview):
-            return value.nbytes + _getsizeof(value)
         ident = id(value)
         if ident in self.seen:
             return 0
         self.seen.add(ident)
+        if isinstance(value, _ndarray):
+            return value.nbytes + _ARRAY_HEADER
+        if isinstance(value, memoryview):
+            return value.nbytes + _getsizeof(value)
         own = _getsizeof(value)
         if depth >= MAX_DEPTH:
             return own

@@ -1,0 +1,388 @@
+"""LRUCache and the LRU/GDSF index twins: mapping behaviour, budgets, eviction order, sizing."""
+
+import collections
+import random
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tnfr_fastcache import InvalidArgumentError, LRUCache, UnhashableKeyError, ValueTooLargeError
+from tnfr_fastcache import sizing
+from tnfr_fastcache._impl import load_both
+
+COMPILED, PURE = load_both("_lru")
+TWINS = [pytest.param(PURE, id="pure")]
+if COMPILED is not None:
+    TWINS.append(pytest.param(COMPILED, id="compiled"))
+
+
+@pytest.fixture(params=TWINS)
+def twin(request):
+    return request.param
+
+
+# -- LRUCache as a mapping (cachetools / lru-dict drop-in) ----------------------------------
+
+
+def test_lru_evicts_least_recently_used():
+    c = LRUCache(max_entries=3)
+    c["a"], c["b"], c["c"] = 1, 2, 3
+    assert c["a"] == 1  # a is now the most recent
+    c["d"] = 4
+    assert "b" not in c
+    assert list(c) == ["c", "a", "d"]
+    assert c.currsize == 3 and c.maxsize == 3 and len(c) == 3
+
+
+def test_mapping_api():
+    c = LRUCache(max_entries=10)
+    c.update({"x": 1, "y": 2})
+    assert c.get("x") == 1 and c.get("nope") is None and c.get("nope", 5) == 5
+    assert c.peek("y") == 2
+    assert c.pop("x") == 1
+    assert c.pop("x", "gone") == "gone"
+    with pytest.raises(KeyError):
+        c.pop("x")
+    with pytest.raises(KeyError):
+        c["x"]
+    with pytest.raises(KeyError):
+        del c["x"]
+    assert c.setdefault("z", 3) == 3 and c.setdefault("z", 4) == 3
+    assert c.popitem() == ("y", 2)
+    assert c == {"z": 3}
+    assert c.items() == [("z", 3)] and c.keys() == ["z"] and c.values() == [3]
+    c.clear()
+    assert len(c) == 0 and c.currsize == 0
+    with pytest.raises(KeyError):
+        c.popitem()
+    assert "LRUCache(" in repr(c)
+
+
+def test_peek_does_not_refresh():
+    c = LRUCache(max_entries=2)
+    c["a"], c["b"] = 1, 2
+    c.peek("a")
+    c["c"] = 3
+    assert "a" not in c and "b" in c
+
+
+def test_overwrite_refreshes_and_resizes():
+    c = LRUCache(max_bytes=100, getsizeof=len)
+    c["a"] = "x" * 40
+    c["b"] = "y" * 40
+    c["a"] = "z" * 50  # a becomes newest, total 90
+    assert c.currsize == 90
+    c["c"] = "w" * 20  # must evict b (oldest), not a
+    assert list(c) == ["a", "c"] and c.currsize == 70
+
+
+def test_byte_budget_with_default_sizes():
+    c = LRUCache(max_bytes=1_000_000)
+    for i in range(20):
+        c[i] = np.zeros(10_000)  # 80 kB each
+    assert c.currsize <= 1_000_000
+    assert len(c) == 1_000_000 // sizing.sizeof(np.zeros(10_000))
+    assert list(c) == list(range(20 - len(c), 20))
+
+
+def test_value_too_large_leaves_cache_unchanged():
+    c = LRUCache(max_bytes=100, getsizeof=len)
+    c["a"] = "x" * 60
+    with pytest.raises(ValueTooLargeError) as info:
+        c["a"] = "y" * 101
+    assert isinstance(info.value, ValueError)
+    assert c["a"] == "x" * 60 and c.currsize == 60
+
+
+def test_constructor_validation():
+    with pytest.raises(InvalidArgumentError):
+        LRUCache()
+    for bad in (0, -1, 1.5, True, "10"):
+        with pytest.raises(InvalidArgumentError):
+            LRUCache(max_entries=bad)
+        with pytest.raises(InvalidArgumentError):
+            LRUCache(max_bytes=bad)
+    with pytest.raises(InvalidArgumentError):
+        LRUCache(max_entries=3, policy="fifo")
+    with pytest.raises(InvalidArgumentError):
+        LRUCache(max_entries=3, getsizeof=42)
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, "3", None])
+def test_getsizeof_must_return_int(bad):
+    c = LRUCache(max_bytes=100, getsizeof=lambda v: bad)
+    with pytest.raises(InvalidArgumentError):
+        c["a"] = 1
+    assert len(c) == 0
+
+
+def test_unhashable_key():
+    c = LRUCache(max_entries=3)
+    with pytest.raises(UnhashableKeyError):
+        c[["list"]] = 1
+    with pytest.raises(TypeError):
+        c[["list"]]
+    assert len(c) == 0
+
+
+def test_key_whose_eq_raises_propagates():
+    class Weird:
+        def __hash__(self):
+            return 1
+
+        def __eq__(self, other):
+            raise RuntimeError("no comparing")
+
+    c = LRUCache(max_entries=3)
+    c[Weird()] = 1
+    with pytest.raises(RuntimeError, match="no comparing"):
+        c[Weird()]
+
+
+def test_value_released_when_evicted():
+    released = []
+
+    class Tracked:
+        def __init__(self, name):
+            self.name = name
+
+        def __del__(self):
+            released.append(self.name)
+
+    c = LRUCache(max_entries=1)
+    c["a"] = Tracked("a")
+    c["b"] = Tracked("b")
+    assert released == ["a"]
+    del c["b"]
+    assert released == ["a", "b"]
+
+
+def test_del_that_reenters_the_cache_sees_a_consistent_index():
+    # A value's __del__ runs while an insert evicts it; it may use the cache itself.
+    c = LRUCache(max_entries=2)
+    seen = []
+
+    class Reenter:
+        def __del__(self):
+            seen.append((len(c), sorted(map(str, c))))
+            c["from_del"] = 0
+
+    c["a"] = Reenter()
+    c["b"] = 1
+    c["c"] = 2
+    assert seen == [(2, ["b", "c"])]
+    c.check()
+    assert len(c) == 2 and c.currsize == 2 and "from_del" in c
+
+
+# -- GDSF ---------------------------------------------------------------------------------
+
+
+def test_gdsf_keeps_small_costly_frequent_entries(twin):
+    idx = twin.LRUIndex(max_bytes=1000, policy="gdsf")
+    idx.part_insert(0, "cheap_big", 1, 400, cost=1.0)
+    idx.part_insert(0, "costly_small", 2, 100, cost=50.0)
+    idx.part_insert(0, "popular", 3, 400, cost=1.0)
+    for _ in range(5):
+        idx.part_get(0, "popular", None)
+    removed = idx.part_insert(0, "new", 4, 400, cost=1.0)
+    assert [r[1] for r in removed] == ["cheap_big"]
+    idx.check()
+
+
+def test_gdsf_clock_ages_old_favourites(twin):
+    idx = twin.LRUIndex(max_entries=2, policy="gdsf")
+    idx.part_insert(0, "old", 0, 1, cost=1.0)
+    for _ in range(3):
+        idx.part_get(0, "old", None)  # priority 4
+    evicted = []
+    for i in range(10):  # each newcomer evicts the other newcomer until the clock passes 4
+        evicted += [r[1] for r in idx.part_insert(0, i, i, 1, cost=1.0)]
+    assert "old" in evicted
+    idx.check()
+
+
+def test_gdsf_never_evicts_the_entry_being_inserted(twin):
+    idx = twin.LRUIndex(max_bytes=100, policy="gdsf")
+    idx.part_insert(0, "a", 1, 50, cost=100.0)
+    removed = idx.part_insert(0, "b", 2, 60, cost=0.0)  # b has the lowest priority
+    assert [r[1] for r in removed] == ["a"]
+    assert idx.peek("b") == 2
+    idx.check()
+
+
+# -- the index twins agree, and hold their invariants ------------------------------------
+
+
+def _run_ops(module, ops, policy):
+    idx = module.LRUIndex(max_bytes=500, max_entries=12, policy=policy, nparts=3)
+    log = []
+    for op, part, key, size, cost in ops:
+        if op == "ins":
+            removed = idx.part_insert(part, key, (part, key, size), size, cost=cost)
+            log.append(("ins", [(r[0], r[1], r[3]) for r in removed]))
+        elif op == "get":
+            log.append(("get", idx.part_get(part, key, None)))
+        elif op == "del":
+            rec = idx.part_remove(part, key)
+            log.append(("del", rec and rec[1]))
+        elif op == "pop":
+            log.append(("pop", idx.popitem() if len(idx) else None))
+        else:
+            log.append(("clr", [r[1] for r in idx.clear_part(part)]))
+        idx.check()
+    counts = idx.counters()
+    return log, [idx.part_keys(p) for p in range(3)], idx.currsize, counts
+
+
+_OP = st.tuples(
+    st.sampled_from(["ins"] * 6 + ["get"] * 4 + ["del", "pop", "clr"]),
+    st.integers(0, 2),
+    st.integers(0, 15),
+    st.integers(0, 120),
+    st.sampled_from([0.0, 1.0, 2.5, 10.0]),
+)
+
+
+@pytest.mark.skipif(COMPILED is None, reason="compiled _lru not built")
+@pytest.mark.parametrize("policy", ["lru", "gdsf"])
+@settings(max_examples=150, deadline=None)
+@given(ops=st.lists(_OP, max_size=80))
+def test_twins_agree(policy, ops):
+    assert _run_ops(COMPILED, ops, policy) == _run_ops(PURE, ops, policy)
+
+
+@pytest.mark.parametrize("policy", ["lru", "gdsf"])
+def test_random_ops_match_a_model(twin, policy):
+    """An LRU model (OrderedDict) predicts contents exactly; both policies keep budgets."""
+    rng = random.Random(5)
+    idx = twin.LRUIndex(max_bytes=2000, max_entries=40, policy=policy)
+    model = collections.OrderedDict()
+    for _ in range(3000):
+        key = rng.randrange(80)
+        if rng.random() < 0.6:
+            size = rng.randrange(1, 200)
+            removed = idx.part_insert(0, key, size, size)
+            if policy == "lru":
+                model.pop(key, None)
+                model[key] = size
+                while len(model) > 40 or sum(model.values()) > 2000:
+                    model.popitem(last=False)
+            else:
+                for rec in removed:
+                    model.pop(rec[1], None)
+                model[key] = size
+        else:
+            got = idx.part_get(0, key, None)
+            assert got == model.get(key)
+            if key in model:
+                model.move_to_end(key)
+        assert idx.currsize == sum(model.values()) <= 2000
+        assert len(idx) == len(model) <= 40
+    if policy == "lru":
+        assert idx.part_keys(0) == list(model)
+    idx.check()
+
+
+def test_partitions_are_separate(twin):
+    idx = twin.LRUIndex(max_entries=10, nparts=2)
+    idx.part_insert(0, "k", "zero", 5)
+    idx.part_insert(1, "k", "one", 7)
+    assert idx.part_get(0, "k", None) == "zero" and idx.part_get(1, "k", None) == "one"
+    assert (idx.part_len(0), idx.part_len(1)) == (1, 1)
+    assert (idx.part_bytes(0), idx.part_bytes(1)) == (5, 7)
+    assert [r[1] for r in idx.clear_part(1)] == ["k"]
+    assert idx.part_get(1, "k", "miss") == "miss"
+    counts = idx.counters()
+    assert counts["hits"] == [1, 1] and counts["misses"] == [0, 1] and counts["sets"] == [1, 1]
+    for bad in (-1, 2):
+        with pytest.raises(InvalidArgumentError):
+            idx.part_get(bad, "k", None)
+    with pytest.raises(InvalidArgumentError):
+        twin.LRUIndex(nparts=0)
+
+
+def test_remove_records_checks_identity(twin):
+    idx = twin.LRUIndex(max_entries=10)
+    token_old, token_new = object(), object()
+    idx.part_insert(0, "k", 1, 1, extra=token_old)
+    idx.part_insert(0, "k", 2, 1, extra=token_new)  # replaced: the old token is stale
+    assert idx.remove_records([((0, "k"), token_old)]) == []
+    assert [r[2] for r in idx.remove_records([((0, "k"), token_new)])] == [2]
+
+
+def test_expiry_uses_the_timer(twin):
+    now = [100.0]
+    idx = twin.LRUIndex(max_entries=10, timer=lambda: now[0])
+    idx.part_insert(0, "k", 1, 1, expires=105.0)
+    assert idx.part_get(0, "k", None) == 1 and not idx.part_expired(0, "k")
+    now[0] = 105.0
+    assert idx.part_get(0, "k", "gone") == "gone"
+    assert idx.part_expired(0, "k") and idx.part_lookup(0, "k") is None
+    assert idx.expired_records() == [(0, "k", None)]
+
+
+@pytest.mark.parametrize("cost", [-1.0, float("nan"), float("inf")])
+def test_bad_cost(twin, cost):
+    idx = twin.LRUIndex(max_entries=2)
+    with pytest.raises(InvalidArgumentError):
+        idx.part_insert(0, "k", 1, 1, cost=cost)
+
+
+def test_growth_keeps_everything(twin):
+    idx = twin.LRUIndex(max_entries=5000, policy="gdsf")
+    for i in range(3000):
+        idx[i] = i
+    assert all(idx[i] == i for i in range(0, 3000, 7))
+    idx.check()
+
+
+# -- sizing -------------------------------------------------------------------------------
+
+
+def test_sizeof_arrays_count_their_data():
+    a = np.zeros((1000, 1000))
+    assert sizing.sizeof(a) >= a.nbytes
+    view = a[:500]
+    assert sizing.sizeof(view) >= view.nbytes  # sys.getsizeof says ~112 for a view
+    assert sizing.sizeof([a, a]) < 2 * a.nbytes  # shared items counted once
+    assert sizing.sizeof({"w": a, "v": a[:10].copy()}) >= a.nbytes + 80
+
+
+def test_sizeof_bytes_str_and_scalars():
+    assert sizing.sizeof(b"x" * 1000) >= 1000
+    assert sizing.sizeof("x" * 1000) >= 1000
+    assert sizing.sizeof(1.0) == sys.getsizeof(1.0)
+    assert sizing.sizeof(memoryview(b"x" * 500)) >= 500
+
+
+def test_sizeof_is_bounded_and_extrapolates():
+    big = [np.zeros(100) for _ in range(3 * sizing.MAX_ITEMS)]
+    estimate = sizing.sizeof(big)
+    assert estimate >= 3 * sizing.MAX_ITEMS * 800  # extrapolated past the visited items
+    deep = cur = []
+    for _ in range(10 * sizing.MAX_DEPTH):
+        cur.append([])
+        cur = cur[0]
+    assert sizing.sizeof(deep) > 0
+    cyclic = []
+    cyclic.append(cyclic)
+    assert sizing.sizeof(cyclic) == sys.getsizeof(cyclic)
+
+
+def test_sizeof_objects_with_dict_and_slots():
+    class WithDict:
+        def __init__(self):
+            self.data = np.zeros(1000)
+
+    class WithSlots:
+        __slots__ = ("data", "unset")
+
+        def __init__(self):
+            self.data = np.zeros(1000)
+
+    assert sizing.sizeof(WithDict()) >= 8000
+    assert sizing.sizeof(WithSlots()) >= 8000
