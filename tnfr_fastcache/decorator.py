@@ -932,7 +932,8 @@ def cache_tnfr_computation(level=CacheLevel.DERIVED_METRICS, dependencies=(), co
         Return private writeable copies of arrays instead of read-only ones.
     typed : bool, default True
         Arguments of different types are different keys (``1``, ``1.0``, ``True``);
-        False lets equal numbers share an entry as :func:`functools.lru_cache` does.
+        False lets equal numbers passed as arguments (not inside containers) share an
+        entry as :func:`functools.lru_cache` does.
 
     Returns
     -------
