@@ -24,6 +24,9 @@ from ._pure._frame import (
 )
 from .codecs import Codec
 
+threads: int
+THREAD_MIN_BYTES: int
+
 def encode(
     kind: int,
     flags: int,
