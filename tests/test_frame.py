@@ -281,3 +281,56 @@ def test_corrupt_lz4_data_without_verify_is_still_an_error(twin, use_frame):
     frame[start:stop] = b"\xff" * (stop - start)
     with pytest.raises(FrameError):
         loads_with(twin, bytes(frame), use_frame, verify=False)
+
+
+@pytest.fixture
+def two_threads(monkeypatch):
+    """Force the compiled codec to split segments over two threads."""
+    monkeypatch.setattr(COMPILED, "threads", 2)
+    monkeypatch.setattr(COMPILED, "THREAD_MIN_BYTES", 1)
+
+
+@needs_compiled
+@pytest.mark.parametrize("shuffle", [0, 8])
+@pytest.mark.parametrize("codec", ["none", "lz4"])
+def test_threaded_runs_write_the_pure_bytes(two_threads, codec, shuffle, use_frame):
+    # Runs of chunks are compressed at worst-case offsets and moved together afterwards:
+    # the frame must not show it. Mixed sparse and dense halves give unequal run sizes.
+    array = np.concatenate([make_array("<f8", (20000,), "C"), np.random.default_rng(1).random(23000)])
+    args = (1, 0, "<f8", array.shape, [array], [get_codec(codec)], [shuffle], [1 if codec == "lz4" else None], SMALL_CHUNK)
+    frame = bytes(COMPILED.encode(*args))
+    assert COMPILED._pool is not None  # the runs really went through the pool
+    assert frame == bytes(PURE.encode(*args))
+    header = PURE.parse_header(frame)
+    out = np.empty(array.nbytes, np.uint8)
+    COMPILED.decode_segment(frame, header, 0, out)
+    np.testing.assert_array_equal(out.view("<f8"), array)
+
+
+@needs_compiled
+def test_threaded_decode_names_a_corrupt_chunk_in_the_second_run(two_threads):
+    array = make_array("<f8", (30000,), "C")
+    frame = bytearray(COMPILED.encode(1, 0, "<f8", array.shape, [array], [get_codec("lz4")], [0], [1], SMALL_CHUNK))
+    header = PURE.parse_header(bytes(frame))
+    last = len(header.stored) - 1
+    frame[int(header.offsets[last])] ^= 1
+    with pytest.raises(ChecksumError, match=f"chunk {last}:"):
+        COMPILED.decode_segment(frame, header, 0, np.empty(array.nbytes, np.uint8))
+
+
+@needs_compiled
+def test_forked_child_gets_its_own_thread_pool(two_threads):
+    multiprocessing = pytest.importorskip("multiprocessing")
+    array = make_array("<f8", (40000,), "C")
+    COMPILED.encode(1, 0, "<f8", array.shape, [array], [get_codec("lz4")], [0], [1], SMALL_CHUNK)  # starts the pool
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        # Without a fresh pool the child would wait forever for threads it does not have.
+        frame = pool.apply_async(_encode_in_child, (array,)).get(timeout=60)
+    assert frame == bytes(PURE.encode(1, 0, "<f8", array.shape, [array], [get_codec("lz4")], [0], [1], SMALL_CHUNK))
+
+
+def _encode_in_child(array):
+    COMPILED.threads = 2
+    COMPILED.THREAD_MIN_BYTES = 1
+    return bytes(COMPILED.encode(1, 0, "<f8", array.shape, [array], [get_codec("lz4")], [0], [1], SMALL_CHUNK))
