@@ -623,6 +623,25 @@ def test_read_only_index_is_backend_error(tmp_path):
     conn.close()
 
 
+def test_reads_never_wait_for_a_writer_holding_the_index(tmp_path):
+    with CompressedPersistentCache(tmp_path, timeout=1.0) as tier:
+        tier.set("k", np.arange(10.0), D)
+        writer = sqlite3.connect(tmp_path / _diskindex.INDEX_NAME, isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")
+        try:
+            # Enough hits to flush access times: the flush is skipped, not waited for.
+            for _ in range(2 * _diskindex._TOUCH_FLUSH_COUNT):
+                np.testing.assert_array_equal(tier.get("k", D), np.arange(10.0))
+            with pytest.raises(BackendUnavailable, match="locked"):
+                tier.set("other", 1, D)
+            assert len(_leftovers(tmp_path)) == 1  # the refused write's file is gone
+        finally:
+            writer.execute("COMMIT")
+            writer.close()
+        assert tier.set("other", 1, D) is True
+        assert tier._index._touches == {}
+
+
 def test_directory_removed_under_us_is_recreated(tmp_path):
     import shutil
 

@@ -25,7 +25,7 @@ def _wait_all(pids):
     assert failed == [], f"workers failed (tracebacks above): {failed}"
 
 
-@pytest.mark.parametrize("max_disk_mb", [None, 12], ids=["unbounded", "budget"])
+@pytest.mark.parametrize("max_disk_mb", [None, 24], ids=["unbounded", "budget"])
 def test_four_processes_mixed_workload(tmp_path, max_disk_mb):
     CompressedPersistentCache(tmp_path, max_disk_mb=max_disk_mb).close()
     seconds = 4.0

@@ -185,12 +185,22 @@ class DiskIndex:
             except sqlite3.Error as exc:
                 raise _as_backend_error(exc, self.path) from exc
 
-    def _write(self, body):
-        """Run ``body(conn)`` in one immediate transaction (pending touches included)."""
+    def _write(self, body, wait=True):
+        """Run ``body(conn)`` in one immediate transaction (pending touches included).
+
+        With ``wait=False``, give up at once (BackendUnavailable) if another connection
+        is writing, instead of waiting up to ``timeout``.
+        """
         with self._lock:
             conn = self._connection()
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                if not wait:
+                    conn.execute("PRAGMA busy_timeout = 0")
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                finally:
+                    if not wait:
+                        conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
                 try:
                     self._flush_touches(conn)
                     result = body(conn)
@@ -263,7 +273,12 @@ class DiskIndex:
             if len(self._touches) >= _TOUCH_FLUSH_COUNT or (
                 time.monotonic() - self._touch_since > _TOUCH_FLUSH_SECONDS
             ):
-                self._write(lambda conn: None)
+                try:
+                    self._write(lambda conn: None, wait=False)
+                except (BackendError, BackendUnavailable):
+                    # Access times only order evictions: a read must not fail because
+                    # another process holds the index for long. Keep them for next time.
+                    self._touch_since = time.monotonic()
 
     def _flush_touches(self, conn):
         if self._touches:
