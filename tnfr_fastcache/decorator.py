@@ -313,6 +313,7 @@ class GraphChangeTracker:
     >>> G = nx.path_graph(3)
     >>> GraphChangeTracker(cache).track_graph_changes(G)
     >>> cache.set("k", 1, CacheLevel.GRAPH_STRUCTURE, {"graph_topology"})
+    True
     >>> G.add_edge(0, 2)
     >>> cache.get("k", CacheLevel.GRAPH_STRUCTURE) is None
     True
@@ -574,7 +575,9 @@ class _Memo:
 
     def _explain(self, values, exc):
         if self.key is not None:
-            return UnhashableKeyError(f"the key function of {self.qualified} returned a value that cannot be keyed: {exc}")
+            return UnhashableKeyError(
+                f"the key function of {self.qualified} returned a value that cannot be keyed: {exc}"
+            )
         names = [self.sig.names[i] for i in self.sig.kept]
         for name, value in zip(names, values):
             try:
@@ -946,9 +949,10 @@ def cache_tnfr_computation(level=CacheLevel.DERIVED_METRICS, dependencies=(), co
     -----
     A stored None is a hit; exceptions are never cached; ``async def`` functions cache
     their results (the cache is read synchronously: a memory hit costs microseconds, a
-    disk or Redis tier holds the event loop for its round trip). Concurrent calls with one key compute once in this process (the
-    others wait for that result or exception), and across processes when the cache
-    offers ``get_or_compute`` (the Redis tier, or a ``TieredCache`` holding it). A cache
+    disk or Redis tier holds the event loop for its round trip). Concurrent calls with
+    one key compute once in this process (the others wait for that result or
+    exception), and across processes for synchronous functions when the cache offers
+    ``get_or_compute`` (the Redis tier, or a ``TieredCache`` holding it). A cache
     tier that fails makes the call a miss: the result is computed, the error counted.
     On methods, ``self`` must define ``__fastcache_key__()`` or be named in ``ignore``;
     the cache keeps no reference to instances.
