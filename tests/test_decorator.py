@@ -742,3 +742,12 @@ def test_waiters_compute_themselves_when_the_leader_is_interrupted(mem):
     assert outcome == {"leader": "interrupted", "waiter": 10}
     assert len(calls) == 2
     assert f.cache_stats()["waits"] == 1
+
+
+def test_docstring_examples_run(fresh_global):
+    import doctest
+
+    import tnfr_fastcache.decorator
+
+    result = doctest.testmod(tnfr_fastcache.decorator)
+    assert result.attempted > 0 and result.failed == 0
