@@ -179,11 +179,26 @@ def _check_snapshot(snap):
 
 
 def percentile_from_buckets(counts, q, low=None, high=None):
-    """Estimate the ``q``-quantile (0..1) of a :data:`LATENCY_BUCKETS` histogram.
+    """Estimate the ``q``-quantile of a :data:`LATENCY_BUCKETS` histogram.
 
     The bucket holding the rank is found from the cumulative counts and the value is
     interpolated geometrically inside it (buckets are log-spaced), then clamped to the
-    observed ``low``/``high`` when given. Returns 0.0 for an empty histogram.
+    observed extremes when given.
+
+    Parameters
+    ----------
+    counts : sequence of int
+        ``len(LATENCY_BUCKETS) + 1`` bucket counts (the last is the overflow bucket), as in
+        the ``"buckets"`` of a :meth:`CacheMetrics.snapshot` histogram.
+    q : float
+        In [0, 1].
+    low, high : float, optional
+        The smallest and largest value observed.
+
+    Returns
+    -------
+    float
+        Seconds; 0.0 for an empty histogram.
     """
     counts = np.asarray(counts, dtype=np.int64)
     n = int(counts.sum())
