@@ -304,3 +304,18 @@ def test_compute_raising_oserror_is_not_taken_for_a_tier_failure():
     assert calls == ["/nonexistent"]
     assert read_config.cache_stats()["errors"] == 0
     assert stack.get_stats()["errors"] == 0
+
+
+def test_decorated_miss_counts_one_miss_in_the_stack(make_stack):
+    stack = make_stack()
+
+    @cached(stack)
+    def f(x):
+        return x
+
+    f(1)
+    f(1)
+    stats = stack.get_stats()
+    assert (stats["hits"], stats["misses"]) == (1, 1)
+    assert stack.get_or_compute("direct", D, lambda: 5) == 5
+    assert stack.get_stats()["misses"] == 2  # a direct call counts its own miss

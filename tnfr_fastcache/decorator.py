@@ -26,6 +26,7 @@ from collections import namedtuple
 import numpy as np
 
 from .backends.base import DEFAULT_LEVEL, MISSING, CacheTier
+from .backends.tiered import TieredCache
 from .errors import FastCacheError, InvalidArgumentError, UnhashableKeyError
 from .keys import Prehashed, fingerprint
 from .levels import CacheLevel, as_level
@@ -724,9 +725,10 @@ class _Memo:
             return computed[0]
 
         cost = self.cost(args, kwargs)
+        options = {"missed": True} if isinstance(cache, TieredCache) else {}
         try:
             value = lease(fp, self.level, compute, dependencies=self.entry_dependencies,
-                          computation_cost=cost, ttl=self.ttl, copy=self.copy)
+                          computation_cost=cost, ttl=self.ttl, copy=self.copy, **options)
         except _TIER_ERRORS as exc:
             if raised and exc is raised[0]:
                 raise  # the function's own OSError, not the tier's: never call it twice

@@ -132,7 +132,9 @@ class TieredCache(CacheTier):
         A hit below the top is promoted into the tiers above it (with its dependencies,
         cost and remaining ttl) unless ``promote=False``.
         """
-        level = as_level(level)
+        return self._lookup(key, as_level(level), copy, count_miss=True)
+
+    def _lookup(self, key, level, copy, count_miss):
         start = time.perf_counter()
         for index, tier in enumerate(self._tiers):
             try:
@@ -149,9 +151,10 @@ class TieredCache(CacheTier):
                 self._tier_hits[index] += 1
             self.metrics.record_hit(level, time.perf_counter() - start, entry.computation_cost, tier=self.tier_name)
             return entry
-        with self._lock:
-            self._misses += 1
-        self.metrics.record_miss(level, time.perf_counter() - start, tier=self.tier_name)
+        if count_miss:
+            with self._lock:
+                self._misses += 1
+            self.metrics.record_miss(level, time.perf_counter() - start, tier=self.tier_name)
         return None
 
     def _promote(self, found_at, key, level, entry):
@@ -229,7 +232,8 @@ class TieredCache(CacheTier):
         """Close every tier."""
         self._each("close")
 
-    def get_or_compute(self, key, level, compute, dependencies=(), computation_cost=1.0, ttl=None, *, copy=False):
+    def get_or_compute(self, key, level, compute, dependencies=(), computation_cost=1.0, ttl=None, *, copy=False,
+                       missed=False):
         """Return the cached value, or compute it once across processes where a tier can lease.
 
         The first tier offering ``get_or_compute`` (the Redis tier: one process computes
@@ -237,13 +241,17 @@ class TieredCache(CacheTier):
         result is then written into the other tiers. Without such a tier this is a
         lookup, then ``compute()`` and a write-through ``set``.
 
+        ``missed=True`` says the caller has just missed this key through :meth:`get` or
+        :meth:`lookup` (the decorator does): the tiers are checked again, since another
+        thread may have filled them since, but that check does not count a second miss.
+
         Returns
         -------
         object
             The value, cached or freshly computed.
         """
         level = as_level(level)
-        entry = self.lookup(key, level, copy=copy)
+        entry = self._lookup(key, level, copy, count_miss=not missed)
         if entry is not None:
             return entry.value
         results = []
