@@ -10,7 +10,7 @@ checks exist once; the loops below still check every offset they read against th
 
 cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.stdint cimport int64_t, uint8_t, uint64_t, uintptr_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcpy, memmove
 
 import os
@@ -196,17 +196,27 @@ cdef struct DecodeJob:
     uint8_t* dst                # the segment's output
     Py_ssize_t raw_len
     Py_ssize_t chunk_size
-    const int64_t* stored       # the segment's entries of the chunk table
-    const int64_t* offsets
-    const uint64_t* checksums
+    const uint8_t* table        # the segment's first chunk table entry, in the frame
     Py_ssize_t lo               # chunks [lo, hi) of the segment
     Py_ssize_t hi
+    Py_ssize_t data_offset      # where chunk lo's stored bytes start in the frame
     int shuffle
     int codec_id
     bint verify
     uint8_t* scratch
     int error                   # out: DecodeError
     Py_ssize_t error_chunk      # out: the failing chunk, within the segment
+
+DEF CHUNK_ENTRY = 12
+
+
+cdef inline uint32_t _le32(const uint8_t* p) noexcept nogil:
+    return p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
+
+
+cdef inline uint64_t _le64(const uint8_t* p) noexcept nogil:
+    return _le32(p) | (<uint64_t>_le32(p + 4) << 32)
+
 
 # Threads per large segment (this process's share of the cores; TNFR_FASTCACHE_THREADS
 # overrides, 1 turns threading off). Segments below THREAD_MIN_BYTES stay on the caller's
@@ -423,7 +433,7 @@ def encode(kind, flags, dtype_str, shape, sources, codecs, shuffles, levels, Py_
                 c += 1
         segments.append((raw_len, codec_id, shuffle))
 
-    header = pack_header(kind, flags, dtype_str, shape, chunk_size, segments, stored, checksums)
+    header = pack_header(kind, flags, dtype_str, shape, chunk_size, segments, stored.tolist(), checksums.tolist())
     if len(header) != payload_offset:
         raise AssertionError("header length differs from the space reserved for it")
     out[:payload_offset] = np.frombuffer(header, np.uint8)
@@ -435,22 +445,23 @@ def encode(kind, flags, dtype_str, shape, sources, codecs, shuffles, levels, Py_
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef void _decode_run(DecodeJob* job) noexcept nogil:
-    cdef Py_ssize_t i, start, raw
+    cdef Py_ssize_t i, start, raw, stored, offset = job.data_offset
     cdef const uint8_t* data
     cdef uint8_t* target
     for i in range(job.lo, job.hi):
         start = i * job.chunk_size
         raw = min(job.chunk_size, job.raw_len - start)
-        if (job.offsets[i] < 0 or job.stored[i] <= 0 or job.stored[i] > raw
-                or job.offsets[i] + job.stored[i] > job.frame_len):
+        stored = _le32(job.table + CHUNK_ENTRY * i)
+        if offset < 0 or stored <= 0 or stored > raw or offset + stored > job.frame_len:
             job.error, job.error_chunk = DECODE_OUT_OF_BOUNDS, i
             return
-        data = job.frame + job.offsets[i]
-        if job.verify and XXH3_64bits(data, job.stored[i]) != job.checksums[i]:
+        data = job.frame + offset
+        offset += stored
+        if job.verify and XXH3_64bits(data, stored) != _le64(job.table + CHUNK_ENTRY * i + 4):
             job.error, job.error_chunk = DECODE_CHECKSUM, i
             return
         target = job.scratch if job.shuffle else job.dst + start
-        if job.stored[i] == raw:
+        if stored == raw:
             if job.shuffle:
                 tnfr_unshuffle(data, job.dst + start, raw, job.shuffle)
             else:
@@ -459,7 +470,7 @@ cdef void _decode_run(DecodeJob* job) noexcept nogil:
         # LZ4 bounds-checks every read and write itself; anything but exactly `raw` bytes
         # out is corrupt.
         if (job.codec_id != CODEC_LZ4
-                or LZ4_decompress_safe(<const char*>data, <char*>target, <int>job.stored[i], <int>raw) != raw):
+                or LZ4_decompress_safe(<const char*>data, <char*>target, <int>stored, <int>raw) != raw):
             job.error, job.error_chunk = DECODE_CORRUPT, i
             return
         if job.shuffle:
@@ -472,9 +483,12 @@ def _decode_in_thread(uintptr_t job):
 
 
 cdef tuple _decode_segment(const uint8_t* frame, Py_ssize_t frame_len, uint8_t* dst, Py_ssize_t raw_len,
-                           Py_ssize_t chunk_size, const int64_t* stored, const int64_t* offsets,
-                           const uint64_t* checksums, Py_ssize_t count, int shuffle, int codec_id, bint verify):
-    """Decode a none/lz4 segment into ``dst``; return ``(error, chunk)`` of the first failure."""
+                           Py_ssize_t chunk_size, const uint8_t* table, offsets, Py_ssize_t count, int shuffle,
+                           int codec_id, bint verify):
+    """Decode a none/lz4 segment into ``dst``; return ``(error, chunk)`` of the first failure.
+
+    ``offsets`` holds where each of the segment's chunks starts in the frame.
+    """
     cdef Py_ssize_t n_jobs = _jobs_for(raw_len, chunk_size), per, t
     cdef DecodeJob* jobs = <DecodeJob*>PyMem_Malloc(n_jobs * sizeof(DecodeJob))
     cdef uint8_t[:, ::1] scratch
@@ -490,11 +504,10 @@ cdef tuple _decode_segment(const uint8_t* frame, Py_ssize_t frame_len, uint8_t* 
             jobs[t].dst = dst
             jobs[t].raw_len = raw_len
             jobs[t].chunk_size = chunk_size
-            jobs[t].stored = stored
-            jobs[t].offsets = offsets
-            jobs[t].checksums = checksums
+            jobs[t].table = table
             jobs[t].lo = min(t * per, count)
             jobs[t].hi = min((t + 1) * per, count)
+            jobs[t].data_offset = offsets[jobs[t].lo] if jobs[t].lo < count else 0
             jobs[t].shuffle = shuffle
             jobs[t].codec_id = codec_id
             jobs[t].verify = verify
@@ -529,15 +542,9 @@ def decode_segment(buffer, header, int index, out, bint verify=True):
     cdef const uint8_t[::1] chunk
     cdef uint8_t[::1] dst
     cdef uint8_t[::1] scratch_view
-    cdef const int64_t[::1] stored = header.stored
-    cdef const int64_t[::1] offsets = header.offsets
-    cdef const uint64_t[::1] checksums = header.checksums
-    cdef const uint8_t* data
-    cdef uint8_t* scratch_ptr = NULL
-    cdef uint8_t* target
-    cdef Py_ssize_t first, count, i, c = 0, raw, start, chunk_size = header.chunk_size, frame_len = frame.shape[0]
-    cdef Py_ssize_t raw_len
-    cdef int shuffle, codec_id, error = DECODE_OK
+    cdef Py_ssize_t first, count, i, c, raw, start, stored, offset
+    cdef Py_ssize_t chunk_size = header.chunk_size, frame_len = frame.shape[0], raw_len
+    cdef int shuffle, codec_id, error
 
     segment = header.segments[index]
     raw_len = segment.raw_len
@@ -550,41 +557,40 @@ def decode_segment(buffer, header, int index, out, bint verify=True):
     first, count = segment.first_chunk, segment.n_chunks
     shuffle = segment.shuffle
     codec_id = segment.codec.codec_id
-    if shuffle:
-        scratch = np.empty(min(chunk_size, raw_len), np.uint8)
-        scratch_view = scratch
-        scratch_ptr = &scratch_view[0]
-    if not (0 <= first and first + count <= stored.shape[0] and count == -(-raw_len // chunk_size)):
+    if not (0 <= first and first + count <= len(header.stored) and count == -(-raw_len // chunk_size)
+            and 0 <= header.table_offset and header.table_offset + CHUNK_ENTRY * (first + count) <= frame_len):
         raise FrameError(f"segment {index}: chunk table does not match the header")
 
     if codec_id == CODEC_NONE or codec_id == CODEC_LZ4:
-        error, c = _decode_segment(&frame[0], frame_len, &dst[0], raw_len, chunk_size, &stored[first],
-                                   &offsets[first], &checksums[first], count, shuffle, codec_id, verify)
+        error, c = _decode_segment(&frame[0], frame_len, &dst[0], raw_len, chunk_size,
+                                   &frame[header.table_offset + CHUNK_ENTRY * first],
+                                   header.offsets[first : first + count], count, shuffle, codec_id, verify)
         if error != DECODE_OK:
             _raise_decode_error(error, first + c, index, segment.codec.name)
         return
 
+    if shuffle:
+        scratch = np.empty(min(chunk_size, raw_len), np.uint8)
+        scratch_view = scratch
     for i in range(count):
         c = first + i
         start = i * chunk_size
         raw = min(chunk_size, raw_len - start)
-        if offsets[c] < 0 or stored[c] <= 0 or stored[c] > raw or offsets[c] + stored[c] > frame_len:
+        stored, offset = header.stored[c], header.offsets[c]
+        if offset < 0 or stored <= 0 or stored > raw or offset + stored > frame_len:
             _raise_decode_error(DECODE_OUT_OF_BOUNDS, c, index, segment.codec.name)
-        chunk = frame[offsets[c] : offsets[c] + stored[c]]
-        if verify and XXH3_64bits(&chunk[0], stored[c]) != checksums[c]:
+        chunk = frame[offset : offset + stored]
+        if verify and XXH3_64bits(&chunk[0], stored) != <uint64_t>header.checksums[c]:
             _raise_decode_error(DECODE_CHECKSUM, c, index, segment.codec.name)
-        if stored[c] == raw:
-            data = &chunk[0]
-        else:
+        if stored != raw:
             decoded = scratch[:raw] if shuffle else out[start : start + raw]
             segment.codec.decompress_into(chunk, decoded)
-            if not shuffle:
-                continue
-            data = scratch_ptr
-        if shuffle:
-            tnfr_unshuffle(data, &dst[start], raw, shuffle)
+            if shuffle:
+                tnfr_unshuffle(&scratch_view[0], &dst[start], raw, shuffle)
+        elif shuffle:
+            tnfr_unshuffle(&chunk[0], &dst[start], raw, shuffle)
         else:
-            memcpy(&dst[start], data, raw)
+            memcpy(&dst[start], &chunk[0], raw)
 
 
 @cython.boundscheck(False)
@@ -598,19 +604,25 @@ def verify_chunks(buffer, header):
         Naming the first chunk whose checksum does not match.
     """
     cdef const uint8_t[::1] frame = as_frame_buffer(buffer)
-    cdef const int64_t[::1] stored = header.stored
-    cdef const int64_t[::1] offsets = header.offsets
-    cdef const uint64_t[::1] checksums = header.checksums
-    cdef Py_ssize_t c, n = stored.shape[0], frame_len = frame.shape[0]
+    cdef Py_ssize_t c = 0, n = len(header.stored), frame_len = frame.shape[0], stored
+    cdef Py_ssize_t offset = header.payload_offset, table_offset = header.table_offset
+    cdef const uint8_t* table
     cdef int error = DECODE_OK
+    if not n:
+        return
+    if not (0 <= table_offset and table_offset + CHUNK_ENTRY * n <= frame_len):
+        raise FrameError("chunk table does not match the header")
+    table = &frame[table_offset]
     with nogil:
         for c in range(n):
-            if offsets[c] < 0 or stored[c] <= 0 or offsets[c] + stored[c] > frame_len:
+            stored = _le32(table + CHUNK_ENTRY * c)
+            if offset < 0 or stored <= 0 or offset + stored > frame_len:
                 error = DECODE_OUT_OF_BOUNDS
                 break
-            if XXH3_64bits(&frame[offsets[c]], stored[c]) != checksums[c]:
+            if XXH3_64bits(&frame[offset], stored) != _le64(table + CHUNK_ENTRY * c + 4):
                 error = DECODE_CHECKSUM
                 break
+            offset += stored
     if error != DECODE_OK:
         segment_index = 0
         for segment_index, segment in enumerate(header.segments):

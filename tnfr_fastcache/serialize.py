@@ -205,7 +205,8 @@ def dumps(value, *, compression="lz4", shuffle="auto", level=None, chunk_size=DE
 
 
 def _all_raw(header, segment):
-    return not segment.shuffle and int(header.stored[segment.first_chunk : segment.first_chunk + segment.n_chunks].sum()) == segment.raw_len
+    chunks = header.stored[segment.first_chunk : segment.first_chunk + segment.n_chunks]
+    return not segment.shuffle and sum(chunks) == segment.raw_len
 
 
 def _decode_into(buffer, header, index, out, verify):

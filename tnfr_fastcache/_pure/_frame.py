@@ -10,6 +10,7 @@ Fortran-ordered array); a non-contiguous source is gathered one chunk at a time,
 copied whole.
 """
 
+import itertools
 import struct
 
 import numpy as np
@@ -64,7 +65,7 @@ ALLOWED_DTYPES = frozenset(
 
 _FIXED = struct.Struct("<4sBBBB8sIIQ")
 _SEGMENT = struct.Struct("<QBB6s")
-_CHUNK = np.dtype([("stored", "<u4"), ("checksum", "<u8")])
+_CHUNK = struct.Struct("<IQ")
 _CHECKSUM = struct.Struct("<Q")
 _NO_RESERVED = bytes(6)
 
@@ -80,7 +81,7 @@ def chunk_count(raw_len, chunk_size):
 
 def header_length(ndim, n_segments, n_chunks):
     """Bytes of the header (fixed part, shape, segment and chunk tables, checksum)."""
-    return _FIXED.size + 8 * ndim + _SEGMENT.size * n_segments + _CHUNK.itemsize * n_chunks + _CHECKSUM.size
+    return _FIXED.size + 8 * ndim + _SEGMENT.size * n_segments + _CHUNK.size * n_chunks + _CHECKSUM.size
 
 
 class Segment:
@@ -105,8 +106,8 @@ class Segment:
 class FrameHeader:
     """A validated frame header; every field has been checked against the buffer.
 
-    ``stored``, ``offsets`` (absolute, in the frame) and ``checksums`` are int64/int64/uint64
-    arrays over all chunks.
+    ``stored``, ``offsets`` (absolute, in the frame) and ``checksums`` are lists of ints over
+    all chunks; the chunk table itself starts at ``table_offset``.
     """
 
     __slots__ = (
@@ -119,6 +120,7 @@ class FrameHeader:
         "stored",
         "offsets",
         "checksums",
+        "table_offset",
         "header_len",
         "payload_offset",
         "payload_len",
@@ -176,10 +178,7 @@ def pack_header(kind, flags, dtype_str, shape, chunk_size, segments, stored, che
         struct.pack(f"<{len(shape)}Q", *shape),
     ]
     parts += [_SEGMENT.pack(raw_len, codec_id, shuffle, _NO_RESERVED) for raw_len, codec_id, shuffle in segments]
-    table = np.empty(n_chunks, _CHUNK)
-    table["stored"] = stored
-    table["checksum"] = checksums
-    parts.append(table.tobytes())
+    parts += [_CHUNK.pack(int(length), int(checksum)) for length, checksum in zip(stored, checksums)]
     header = b"".join(parts)
     assert len(header) + _CHECKSUM.size == header_length(len(shape), len(segments), n_chunks)
     header += _CHECKSUM.pack(xxhash.xxh3_64_intdigest(header))
@@ -232,14 +231,14 @@ def parse_header(buffer):
     for raw_len, _, _, _ in raw_segments:
         n_chunks += chunk_count(raw_len, chunk_size)
         # Checked as it grows so a forged raw_len cannot make us sum or allocate huge tables.
-        if n_chunks * _CHUNK.itemsize > len(view):
+        if n_chunks * _CHUNK.size > len(view):
             raise FrameError(f"truncated frame: segment lengths need more chunks than {len(view)} bytes can hold")
     header_len = header_length(ndim, n_segments, n_chunks)
     _need(view, header_len, "the chunk table")
     (checksum,) = _CHECKSUM.unpack_from(view, header_len - _CHECKSUM.size)
     if xxhash.xxh3_64_intdigest(view[: header_len - _CHECKSUM.size]) != checksum:
         raise ChecksumError("frame header checksum mismatch: the header is corrupt")
-    table = np.frombuffer(view, _CHUNK, n_chunks, pos)
+    table = list(_CHUNK.iter_unpack(view[pos : pos + _CHUNK.size * n_chunks]))
 
     header = FrameHeader()
     header.kind = kind
@@ -252,8 +251,9 @@ def parse_header(buffer):
     header.dtype = None
     _check_kind(header, dtype_bytes, n_segments)
 
-    header.stored = table["stored"].astype(np.int64)
-    header.checksums = table["checksum"].astype(np.uint64)
+    header.table_offset = pos
+    header.stored = [entry[0] for entry in table]
+    header.checksums = [entry[1] for entry in table]
     header.segments = []
     first = 0
     for index, (raw_len, codec_id, shuffle, reserved) in enumerate(raw_segments):
@@ -270,8 +270,8 @@ def parse_header(buffer):
     if kind == KIND_NDARRAY:
         _check_array(header)
 
-    if int(header.stored.sum()) != payload_len:
-        raise FrameError(f"chunk lengths add up to {int(header.stored.sum())} bytes, the header says {payload_len}")
+    if sum(header.stored) != payload_len:
+        raise FrameError(f"chunk lengths add up to {sum(header.stored)} bytes, the header says {payload_len}")
     if len(view) != header.payload_offset + payload_len:
         raise FrameError(
             f"frame is {len(view)} bytes, its header describes {header.payload_offset + payload_len}"
@@ -279,12 +279,7 @@ def parse_header(buffer):
         )
     if any(view[header_len : header.payload_offset]):
         raise FrameError("padding before the payload is not zero")
-    offsets = np.empty(n_chunks, np.int64)
-    if n_chunks:
-        offsets[0] = header.payload_offset
-        np.cumsum(header.stored[:-1], out=offsets[1:])
-        offsets[1:] += header.payload_offset
-    header.offsets = offsets
+    header.offsets = list(itertools.accumulate(header.stored[:-1], initial=header.payload_offset))[:n_chunks]
     return header
 
 
@@ -331,26 +326,23 @@ def _check_array(header):
 
 
 def _check_chunks(header, segment, index):
-    if not segment.n_chunks:
-        return
-    stored = header.stored[segment.first_chunk : segment.first_chunk + segment.n_chunks]
-    raw = np.full(segment.n_chunks, header.chunk_size, np.int64)
-    raw[-1] = segment.raw_len - (segment.n_chunks - 1) * header.chunk_size
-    if (stored > raw).any() or (stored == 0).any():
-        bad = int(np.flatnonzero((stored > raw) | (stored == 0))[0])
-        raise FrameError(f"segment {index} chunk {bad}: stored length {int(stored[bad])} invalid for {int(raw[bad])} raw bytes")
-    compressed = stored < raw
-    if compressed.any() and segment.codec.codec_id == 0:
-        raise FrameError(f"segment {index}: codec 'none' with a chunk shorter than its raw length")
-    # A genuine chunk cannot beat the codec's best ratio; this bounds what a forged frame
-    # can make us allocate.
-    too_dense = compressed & (raw > stored * segment.codec.max_ratio + 1024)
-    if too_dense.any():
-        bad = int(np.flatnonzero(too_dense)[0])
-        raise FrameError(
-            f"segment {index} chunk {bad}: {int(raw[bad])} raw bytes from {int(stored[bad])} stored bytes "
-            f"exceeds what {segment.codec.name} can produce"
-        )
+    max_ratio = segment.codec.max_ratio
+    for i in range(segment.n_chunks):
+        stored = header.stored[segment.first_chunk + i]
+        raw = header.chunk_raw_len(segment, i)
+        if stored == raw:
+            continue
+        if stored == 0 or stored > raw:
+            raise FrameError(f"segment {index} chunk {i}: stored length {stored} invalid for {raw} raw bytes")
+        if segment.codec.codec_id == 0:
+            raise FrameError(f"segment {index}: codec 'none' with a chunk shorter than its raw length")
+        # A genuine chunk cannot beat the codec's best ratio; this bounds what a forged frame
+        # can make us allocate.
+        if raw > stored * max_ratio + 1024:
+            raise FrameError(
+                f"segment {index} chunk {i}: {raw} raw bytes from {stored} stored bytes "
+                f"exceeds what {segment.codec.name} can produce"
+            )
 
 
 def _source_bytes(source):
@@ -418,12 +410,12 @@ def encode(kind, flags, dtype_str, shape, sources, codecs, shuffles, level, chun
 
 
 def _chunk_data(view, header, chunk):
-    offset = int(header.offsets[chunk])
-    return view[offset : offset + int(header.stored[chunk])]
+    offset = header.offsets[chunk]
+    return view[offset : offset + header.stored[chunk]]
 
 
 def _check_checksum(data, header, chunk, segment_index):
-    if xxhash.xxh3_64_intdigest(data) != int(header.checksums[chunk]):
+    if xxhash.xxh3_64_intdigest(data) != header.checksums[chunk]:
         raise ChecksumError(f"segment {segment_index} chunk {chunk}: checksum mismatch, the payload is corrupt")
 
 
