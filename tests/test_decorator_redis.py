@@ -157,3 +157,24 @@ def test_redis_down_is_a_miss(private_redis_server):
     assert f(2) == 6 and f(2) == 6  # the memory tier still serves the second call
     assert calls == [2]
     assert stack.get_stats()["tier_errors"]["redis"] >= 1
+
+
+def test_decorator_over_redis_alone(redis_url):
+    remote = RedisCache(url=redis_url, key_prefix=f"test:alone:{time.time_ns()}:")
+    calls = []
+
+    @cached(remote, copy=True)
+    def matrix(n):
+        calls.append(n)
+        return np.eye(n)
+
+    try:
+        first = matrix(4)
+        second = matrix(4)
+        assert calls == [4]
+        second[0, 0] = 9.0  # copy=True: private and writeable
+        np.testing.assert_array_equal(matrix(4), np.eye(4))
+        np.testing.assert_array_equal(first, np.eye(4))
+    finally:
+        remote.clear()
+        remote.close()
