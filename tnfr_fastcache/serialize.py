@@ -225,7 +225,8 @@ def _load_array(buffer, header, out, view, verify):
             result = np.empty(header.shape, header.dtype, order=order)
         else:
             count = segment.raw_len // header.dtype.itemsize
-            result = np.frombuffer(buffer, header.dtype, count, header.payload_offset).reshape(header.shape, order=order)
+            frame = as_frame_buffer(buffer)
+            result = np.frombuffer(frame, header.dtype, count, header.payload_offset).reshape(header.shape, order=order)
         result.flags.writeable = False
         return result
     if out is not None:
