@@ -286,6 +286,12 @@ def test_prehashed_is_not_plain_bytes():
         Prehashed(b"short")
     with pytest.raises(InvalidArgumentError, match="bytes-like"):
         Prehashed("0" * 16)
+    with pytest.raises(AttributeError):
+        Prehashed(digest).digest = b"x" * 16
+    tampered = Prehashed(digest)
+    object.__setattr__(tampered, "_digest", b"short")
+    with pytest.raises(UnhashableKeyError, match="16 bytes"):
+        fingerprint(tampered)
 
 
 def test_scipy_sparse_is_format_independent():

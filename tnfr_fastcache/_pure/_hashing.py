@@ -108,7 +108,7 @@ class Prehashed:
         Exactly 16 bytes, typically from :func:`fingerprint`.
     """
 
-    __slots__ = ("digest",)
+    __slots__ = ("_digest",)
 
     def __init__(self, digest):
         try:
@@ -119,7 +119,12 @@ class Prehashed:
             ) from None
         if len(value) != 16:
             raise InvalidArgumentError(f"Prehashed needs a 16-byte digest, got {len(value)} bytes")
-        self.digest = value
+        self._digest = value
+
+    @property
+    def digest(self):
+        """The 16 digest bytes (read-only: a key must not change under the cache)."""
+        return self._digest
 
     def __eq__(self, other):
         return isinstance(other, Prehashed) and other.digest == self.digest
@@ -423,7 +428,10 @@ class _Walker:
         elif tp is complex:
             sink.put(b"c" + _float_bytes(obj.real) + _float_bytes(obj.imag))
         elif tp is Prehashed:
-            sink.put(b"H" + obj.digest)
+            digest = obj.digest
+            if type(digest) is not bytes or len(digest) != 16:
+                raise UnhashableKeyError(f"a Prehashed digest must be 16 bytes, not {digest!r}")
+            sink.put(b"H" + digest)
         elif tp is np.ndarray and not obj.dtype.hasobject:
             self.encode_array(sink, obj, depth)
         else:
