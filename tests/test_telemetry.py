@@ -5,7 +5,9 @@ import copy
 import io
 import json
 import math
+import os
 import pickle
+import signal
 import sys
 import threading
 
@@ -362,6 +364,25 @@ def test_pickle_and_copy_keep_the_counts():
         assert clone.snapshot() == m.snapshot()
         clone.record_hit(DM, 1e-6)
         assert clone.hits == m.hits + 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_is_not_stuck_on_a_lock_held_at_fork():
+    m = CacheMetrics()
+    m.record_hit(DM, 1e-6)
+    with m._lock:  # as if another thread were folding when the process forked
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(20)  # a deadlocked child dies instead of hanging the suite
+            try:
+                m.record_hit(DM, 1e-6)
+                code = 0 if m.hits == 2 else 1
+            except BaseException:
+                code = 2
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert m.hits == 1
 
 
 def test_unhashable_tier_is_refused_clearly():

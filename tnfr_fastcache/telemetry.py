@@ -26,9 +26,11 @@ events (sets, evictions, errors, ...) update plain counters under the lock.
 
 import collections
 import math
+import os
 import struct
 import sys
 import threading
+import weakref
 
 import numpy as np
 
@@ -227,6 +229,20 @@ def percentile_from_buckets(counts, q, low=None, high=None):
     return float(value)
 
 
+# Every live CacheMetrics, so that a forked child (multiprocessing's default on Linux) gets
+# fresh locks: a lock another parent thread held at fork time would never be released.
+_instances = weakref.WeakSet()
+
+
+def _renew_locks_after_fork():
+    for metrics in list(_instances):
+        metrics._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_locks_after_fork)
+
+
 class CacheMetrics:
     """Counters, sizes and latency histograms of one cache (or several sharing it).
 
@@ -260,6 +276,7 @@ class CacheMetrics:
     def __init__(self):
         self._lock = threading.Lock()
         self._reset_state()
+        _instances.add(self)
 
     def _reset_state(self):
         # tier -> {level as passed (CacheLevel value or str) -> pending lists}:
