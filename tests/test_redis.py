@@ -216,6 +216,36 @@ def test_large_value_is_chunked_and_read_back(make_cache, raw):
     assert len(cache) == 1
 
 
+def test_chunks_read_through_redis_py_when_the_socket_is_not_ours(make_cache, monkeypatch):
+    import tnfr_fastcache.backends.redis as redis_tier
+
+    cache = make_cache(chunk_size=SMALL_CHUNK, compression="none")
+    value = np.random.default_rng(5).random(50_000)
+    cache.set("w", value, D)
+    monkeypatch.setattr(redis_tier, "_SocketBuffer", None)  # as with hiredis or another redis-py
+    np.testing.assert_array_equal(cache.get("w", D), value)
+
+
+def test_chunks_read_with_a_user_resp3_client(make_cache, redis_server):
+    client = redis.Redis(host=redis_server.host, port=redis_server.port, protocol=3)
+    cache = make_cache(client=client, chunk_size=SMALL_CHUNK, compression="none")
+    value = np.random.default_rng(6).random(50_000)
+    cache.set("w", value, D)
+    np.testing.assert_array_equal(cache.get("w", D), value)
+    assert client.ping() is True  # the connection we read replies from is still in step
+    client.close()
+
+
+def test_pickle_check_agrees_with_frame_info():
+    from tnfr_fastcache.backends.redis import _is_pickle
+    from tnfr_fastcache.serialize import dumps, frame_info
+
+    for value in (np.arange(3), b"bytes", {"a": 1}, 1.5, None):
+        frame = dumps(value)
+        assert _is_pickle(memoryview(frame)) == (frame_info(frame)["kind"] == "pickle")
+    assert _is_pickle(b"") and _is_pickle(b"\x89TFC\x01")
+
+
 def test_overwrite_and_delete_remove_old_chunks(make_cache, raw):
     cache = make_cache(chunk_size=SMALL_CHUNK, compression="none")
     rng = np.random.default_rng(4)
@@ -267,7 +297,7 @@ def test_forged_manifest_length_allocates_nothing_big(make_cache, raw):
 def test_600_mb_value_on_a_default_server(private_redis_server):
     client = private_redis_server.client()
     assert int(client.config_get("proto-max-bulk-len")["proto-max-bulk-len"]) == 512 * 1024 * 1024
-    cache = RedisCache(url=private_redis_server.url, compression="none", chunk_size=64 << 20)
+    cache = RedisCache(url=private_redis_server.url, compression="none")
     value = np.arange(75_000_000, dtype=np.float64)  # 600 MB
     value[::1000] = -1.0
     assert cache.set("huge", value, D) is True

@@ -47,6 +47,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "RedisCache needs redis-py: pip install 'tnfr_fastcache[redis]'"
     ) from exc
+try:
+    from redis._parsers.socket import SocketBuffer as _SocketBuffer
+except ImportError:  # pragma: no cover - another redis-py layout: chunks use redis-py's reader
+    _SocketBuffer = None
 
 from ..errors import (
     BackendError,
@@ -57,6 +61,7 @@ from ..errors import (
     SignatureError,
     UnsafePickleError,
 )
+from .._pure._frame import KIND_PICKLE, MAGIC as _FRAME_MAGIC
 from ..keys import fingerprint_hex
 from ..levels import CacheLevel, as_level
 from ..serialize import dumps, frame_info, loads
@@ -77,8 +82,8 @@ _MIN_CHUNK = 64 << 10
 # Chunks live this long until their manifest is written, so a writer that dies between the
 # two leaves nothing behind for good.
 _PROVISIONAL_CHUNK_MS = 600_000
-# Reading chunks pipelined in groups of about this many bytes: one round trip per group,
-# while redis-py's reply buffer stays small.
+# Chunks are requested in pipelined groups of about this many bytes: one round trip per
+# group, and the server's reply buffer for us stays bounded.
 _READ_GROUP_BYTES = 32 << 20
 _SCAN_BATCH = 500
 
@@ -200,8 +205,82 @@ class _ChunksChanged(Exception):
     """A chunk vanished while we read it: the entry was overwritten or deleted meanwhile."""
 
 
+def _plain_socket(connection):
+    """The socket of a connected redis-py connection whose parser holds nothing, else None.
+
+    Only such a connection's replies can be read from the socket by us instead of its
+    parser (redis-py's own RESP2/RESP3 reader; hiredis keeps its own buffer).
+    """
+    parser = getattr(connection, "_parser", None)
+    sock = getattr(connection, "_sock", None)
+    buffer = getattr(parser, "_buffer", None)
+    if _SocketBuffer is None or sock is None or type(buffer) is not _SocketBuffer or buffer.unread_bytes():
+        return None
+    return sock
+
+
+class _UnexpectedReply(Exception):
+    """A reply other than the bulk string we asked for (a RESP3 push, an error)."""
+
+
+class _BulkReader:
+    """Reads RESP bulk-string replies from a socket, each payload straight into its buffer.
+
+    redis-py's Python reader copies a large reply three times through a growing BytesIO
+    (and fresh ``bytes`` objects page-fault at ~1-2 GB/s); ``recv_into`` the destination
+    copies it once, from the kernel.
+    """
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.pending = bytearray()
+
+    def _fill(self):
+        data = self.sock.recv(1 << 16)
+        if not data:
+            raise redis.exceptions.ConnectionError("Redis closed the connection")
+        self.pending += data
+
+    def read_into(self, view):
+        """Read one reply into ``view``; False if it is a bulk string of another length.
+
+        Raises _UnexpectedReply for anything but a bulk string (RESP2 and RESP3 alike).
+        """
+        while (end := self.pending.find(b"\r\n")) < 0:
+            self._fill()
+        line = bytes(self.pending[:end])
+        del self.pending[:end + 2]
+        if line[:1] != b"$":
+            raise _UnexpectedReply(line[:80])
+        if line[1:] != str(len(view)).encode():
+            return False
+        n = min(len(self.pending), len(view))
+        view[:n] = self.pending[:n]
+        del self.pending[:n]
+        while n < len(view):
+            got = self.sock.recv_into(view[n:])
+            if not got:
+                raise redis.exceptions.ConnectionError("Redis closed the connection")
+            n += got
+        while len(self.pending) < 2:
+            self._fill()
+        if self.pending[:2] != b"\r\n":
+            raise _UnexpectedReply(bytes(self.pending[:80]))
+        del self.pending[:2]
+        return True
+
+
 def _glob_escape(text):
     return re.sub(r"([\\*?\[\]])", r"\\\1", text)
+
+
+def _is_pickle(frame):
+    """Whether ``frame`` (as documented in docs/FORMAT.md) holds a pickle.
+
+    The same kind byte ``loads`` dispatches on, read without parsing the whole header:
+    on a small hit the parse would cost as much as the Redis round trip.
+    """
+    return len(frame) < 6 or bytes(frame[:4]) != _FRAME_MAGIC or frame[5] == KIND_PICKLE
 
 
 def _as_name(value):
@@ -310,7 +389,7 @@ class RedisCache(CacheTier):
         socket_timeout=2.0,
         socket_connect_timeout=1.0,
         retry_interval=5.0,
-        chunk_size=4 << 20,
+        chunk_size=1 << 20,
         lease_timeout=60.0,
         metrics=None,
     ):
@@ -528,9 +607,9 @@ class RedisCache(CacheTier):
         mac.update(frame)
         return mac.digest()
 
-    def _build(self, name, frame, deps, cost, expires_at, write_id):
+    def _build(self, name, frame, raw_nbytes, deps, cost, expires_at, write_id):
         """Return ``(record, chunk names)``; the record is the manifest for a chunked frame."""
-        meta = {"d": sorted(deps), "c": cost, "e": expires_at}
+        meta = {"d": sorted(deps), "c": cost, "e": expires_at, "r": raw_nbytes}
         chunked = len(frame) > self.chunk_size
         chunk_names = []
         if chunked:
@@ -606,16 +685,50 @@ class RedisCache(CacheTier):
         if lengths != expected:
             raise _ChunksChanged()
         buffer = np.empty(frame_len, dtype=np.uint8)
+        whole = memoryview(buffer)
+        views = [whole[i * size:i * size + n] for i, n in enumerate(expected)]
         per_group = max(1, _READ_GROUP_BYTES // size)
         for first in range(0, len(names), per_group):
-            group = names[first:first + per_group]
-            parts = self._pipeline(lambda pipe: [pipe.get(n) for n in group])
-            for i, part in enumerate(parts, first):
-                if part is None or len(part) != expected[i]:
-                    raise _ChunksChanged()
-                start = i * size
-                buffer[start:start + len(part)] = np.frombuffer(part, dtype=np.uint8)
+            group, targets = names[first:first + per_group], views[first:first + per_group]
+            if not self._call(self._read_direct, group, targets):
+                parts = self._pipeline(lambda pipe: [pipe.get(n) for n in group])
+                for part, target in zip(parts, targets):
+                    if part is None or len(part) != len(target):
+                        raise _ChunksChanged()
+                    target[:] = part
         return buffer
+
+    def _read_direct(self, names, views):
+        """GET ``names`` pipelined, each reply straight into its view; False if not possible.
+
+        Possible on a redis-py connection pool whose connections use redis-py's own reader
+        (the client this cache builds, and most user clients); cluster clients, hiredis
+        readers and unexpected replies give False and the caller uses redis-py's reader.
+        """
+        pool = getattr(self._client, "connection_pool", None)
+        if _SocketBuffer is None or pool is None:
+            return False
+        connection = pool.get_connection()
+        clean = False
+        try:
+            sock = _plain_socket(connection)
+            if sock is None:
+                clean = True
+                return False
+            connection.send_packed_command(connection.pack_commands([("GET", n) for n in names]))
+            reader = _BulkReader(sock)
+            try:
+                for view in views:
+                    if not reader.read_into(view):
+                        raise _ChunksChanged()  # replies left unread: the connection is dropped below
+            except _UnexpectedReply:
+                return False
+            clean = not reader.pending
+            return True
+        finally:
+            if not clean:
+                connection.disconnect()
+            pool.release(connection)
 
     def _discard(self, name, exc):
         """Delete a corrupt or forged record, count it and log it."""
@@ -647,19 +760,19 @@ class RedisCache(CacheTier):
                 self._discard(name, exc)
                 return None
             trusted = signature is not None and self._secret is not None
+            if not trusted and not self.allow_pickle and _is_pickle(frame):
+                raise UnsafePickleError(
+                    f"Redis entry {name} holds a pickled value without a signature; "
+                    "configure secret= (or TNFR_CACHE_SECRET) on every process, or pass "
+                    "allow_pickle=True if every writer to this Redis is trusted"
+                )
             try:
-                info = frame_info(frame)
-                if not trusted and not self.allow_pickle and info["kind"] == "pickle":
-                    raise UnsafePickleError(
-                        f"Redis entry {name} holds a pickled value without a signature; "
-                        "configure secret= (or TNFR_CACHE_SECRET) on every process, or pass "
-                        "allow_pickle=True if every writer to this Redis is trusted"
-                    )
                 value = loads(frame)
             except FrameError as exc:
                 self._discard(name, exc)
                 return None
-            return value, meta, info["raw_nbytes"], len(frame)
+            raw_nbytes = meta.get("r")
+            return value, meta, raw_nbytes if isinstance(raw_nbytes, int) else len(frame), len(frame)
         return None  # rewritten faster than we could read it: a miss
         return None
 
@@ -731,7 +844,8 @@ class RedisCache(CacheTier):
         frame = memoryview(dumps(value, compression=self.compression)).cast("B")
         expires_at = None if ttl is None else time.time() + ttl
         ttl_ms = 0 if ttl is None else max(1, math.ceil(ttl * 1000))
-        record, chunk_names = self._build(name, frame, deps, cost, expires_at, secrets.token_hex(8))
+        raw_nbytes = frame_info(frame)["raw_nbytes"]
+        record, chunk_names = self._build(name, frame, raw_nbytes, deps, cost, expires_at, secrets.token_hex(8))
         size = self.chunk_size
         chunk_lengths = [min(size, len(frame) - i * size) for i in range(len(chunk_names))]
         keys = [name, self._lease_name(name), self._fence_name(name), *chunk_names]
@@ -755,7 +869,7 @@ class RedisCache(CacheTier):
         if stale:
             self._pipeline(lambda pipe: [pipe.srem(self._dep_name(d), name) for d in stale])
         self.metrics.record_set(
-            level, frame_info(frame)["raw_nbytes"], tier=self.tier_name,
+            level, raw_nbytes, tier=self.tier_name,
             stored_nbytes=len(frame), duration=time.perf_counter() - start,
         )
         return True
@@ -893,7 +1007,15 @@ class RedisCache(CacheTier):
                     "acquire", [self._lease_name(name), self._fence_name(name)],
                     [math.ceil(self.lease_timeout * 1000), math.ceil(self.lease_timeout * 4000) + 60_000],
                 )
-                if token is not None or time.monotonic() >= deadline:
+                if token is not None:
+                    # The previous holder may have stored its value and released the lease
+                    # between our lookup and our acquire: look once more before computing.
+                    entry = self.lookup(key, level, copy=copy)
+                    if entry is not None:
+                        self._release(name, token)
+                        return entry.value
+                    break
+                if time.monotonic() >= deadline:
                     break
                 time.sleep(delay)
                 delay = min(2 * delay, 0.05)
@@ -903,16 +1025,19 @@ class RedisCache(CacheTier):
             value = fn()
         except BaseException:
             if token is not None:
-                try:
-                    self._script("release", [self._lease_name(name)], [token])
-                except (BackendUnavailable, BackendError):
-                    pass  # the lease expires by itself
+                self._release(name, token)
             raise
         try:
             self._store(key, value, level, dependencies, computation_cost, ttl, token=token)
         except (BackendUnavailable, BackendError):
             pass  # counted where it failed; the caller still gets its value
         return value
+
+    def _release(self, name, token):
+        try:
+            self._script("release", [self._lease_name(name)], [token])
+        except (BackendUnavailable, BackendError):
+            pass  # the lease expires by itself
 
     def close(self):
         """Disconnect the client this cache built (a client passed in is left open)."""
