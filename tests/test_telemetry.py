@@ -112,6 +112,36 @@ def test_report_prints_the_seed_report_and_more():
     assert "Errors: 1" in text
 
 
+def test_a_shared_stack_counts_each_lookup_once():
+    # TieredCache(memory, disk) sharing one metrics: lookup 1 hits memory; lookup 2 misses
+    # memory and hits disk; lookup 3 misses everywhere. Every layer records what it saw.
+    m = CacheMetrics()
+    m.record_hit(DM, 1e-6, 5.0, tier="memory")
+    m.record_hit(DM, 2e-6, 5.0, tier="tiered")
+    m.record_miss(DM, 1e-6, tier="memory")
+    m.record_hit(DM, 1e-3, 7.0, tier="disk")
+    m.record_hit(DM, 2e-3, 7.0, tier="tiered")
+    m.record_miss(DM, 1e-6, tier="memory")
+    m.record_miss(DM, 1e-4, tier="disk")
+    m.record_miss(DM, 2e-4, tier="tiered")
+    assert (m.hits, m.misses) == (2, 1)
+    assert m.level_hits == {"derived_metrics": 2}
+    assert m.saved_computation_cost == 12.0
+    assert sorted(m.hit_times) == [2e-6, 2e-3]
+    assert m.tier_hits == {"memory": 1, "disk": 1, "tiered": 2}
+    assert m.tier_misses == {"memory": 2, "disk": 1, "tiered": 1}
+    s = m.get_summary()
+    assert s["hit_rate"] == pytest.approx(2 / 3) and s["total_accesses"] == 3
+    assert s["avg_hit_time_ms"] == pytest.approx(1.001)
+    assert s["levels"]["derived_metrics"]["hits"] == 2
+    assert s["tiers"]["memory"]["hit_rate"] == pytest.approx(1 / 3)
+    assert m.latency_percentiles("hit", (1.0,))[1.0] == pytest.approx(2e-3)
+    assert m.latency_percentiles("hit", (1.0,), tier="disk")[1.0] == pytest.approx(1e-3)
+    # the decorator, when it records too, is the outermost layer
+    m.record_hit(DM, 5e-3, 9.0, tier="decorator")
+    assert (m.hits, m.misses, m.saved_computation_cost) == (1, 0, 9.0)
+
+
 def test_levels_as_member_value_or_name_share_one_key():
     m = CacheMetrics()
     m.record_hit(DM, 1e-6)

@@ -37,7 +37,7 @@ import numpy as np
 from .errors import InvalidArgumentError
 from .levels import as_level
 
-__all__ = ["CacheMetrics", "LATENCY_BUCKETS", "RECENT_SAMPLES", "percentile_from_buckets"]
+__all__ = ["CacheMetrics", "FRONT_TIERS", "LATENCY_BUCKETS", "RECENT_SAMPLES", "percentile_from_buckets"]
 
 #: Upper bounds (seconds) of the latency histogram buckets: 10 per decade from 100 ns to
 #: 1000 s, plus an overflow bucket. Bucket ``i`` counts durations in
@@ -45,6 +45,11 @@ __all__ = ["CacheMetrics", "LATENCY_BUCKETS", "RECENT_SAMPLES", "percentile_from
 LATENCY_BUCKETS = tuple(float(f"{10.0 ** (k / 10):.6g}") for k in range(-70, 31))
 _BOUNDS = np.array(LATENCY_BUCKETS)
 _NBUCKETS = len(LATENCY_BUCKETS) + 1
+
+#: Tiers that front others (outermost first). When one of them records into the same metrics
+#: as the tiers below it, a single lookup is recorded once per layer it passes through, so
+#: the totals (``hits``, ``hit_rate``, ``level_hits``, ...) count the outermost one only.
+FRONT_TIERS = ("decorator", "tiered")
 
 #: How many recent latency samples ``hit_times`` and ``miss_times`` keep.
 RECENT_SAMPLES = 1024
@@ -252,8 +257,14 @@ class CacheMetrics:
 
     Attributes
     ----------
-    hits, misses, evictions, invalidations : int
-        Totals over every tier and level recorded here.
+    hits, misses : int
+        Lookups over every level. When a front tier (:data:`FRONT_TIERS`: a
+        ``TieredCache`` or the decorator) records into the same metrics as the tiers it
+        stacks, one lookup is recorded by every layer it reaches, so these, the per-level
+        dicts, ``saved_computation_cost``, the samples and ``get_summary()``'s totals count
+        the outermost layer only; ``tier_hits`` and ``tier_misses`` show every tier.
+    evictions, invalidations : int
+        Totals over every tier and level.
     level_hits, level_misses, level_evictions, level_invalidations : dict of str to int
     total_size_bytes : int
         Sum of the sizes kept with :meth:`adjust_size` (every tier recording here).
@@ -550,16 +561,28 @@ class CacheMetrics:
         # a lock cannot be pickled: send the data, so metrics can cross process boundaries
         return (_from_snapshot, (self.snapshot(),))
 
-    def _latency_rows(self, kind):
-        """``[(tier, level, _Latency)]`` for hits or misses, after folding."""
+    def _latency_rows(self, kind, front=False):
+        """``[(tier, level, _Latency)]`` for hits or misses, after folding.
+
+        With ``front=True``, only the outermost tier's when a :data:`FRONT_TIERS` tier
+        recorded any lookup (see :func:`_front_tier`).
+        """
         with self._lock:
             self._fold()
-            return [(t, lv, s) for (k, t, lv), s in self._latency.items() if k == kind]
+            keep = _front_tier(t for _, t, _ in self._latency) if front else None
+            return [
+                (t, lv, s)
+                for (k, t, lv), s in self._latency.items()
+                if k == kind and (keep is None or t == keep)
+            ]
 
     def _count_by(self, kind, by):
-        """``{tier or level: events}`` of hits or misses; ``by`` is "tier" or "level"."""
+        """``{tier or level: events}`` of hits or misses; ``by`` is "tier" or "level".
+
+        Per level, the lookups of the outermost tier (the totals' rule); per tier, all.
+        """
         out = collections.Counter()
-        for tier, level, stats in self._latency_rows(kind):
+        for tier, level, stats in self._latency_rows(kind, front=by == "level"):
             out[tier if by == "tier" else level] += stats.count
         return dict(out)
 
@@ -580,13 +603,13 @@ class CacheMetrics:
     # seed fields ----------------------------------------------------------
     @property
     def hits(self):
-        """Hits over every tier and level."""
-        return sum(s.count for _, _, s in self._latency_rows("hit"))
+        """Hits over every level (of the outermost tier, see :data:`FRONT_TIERS`)."""
+        return sum(s.count for _, _, s in self._latency_rows("hit", front=True))
 
     @property
     def misses(self):
-        """Misses over every tier and level."""
-        return sum(s.count for _, _, s in self._latency_rows("miss"))
+        """Misses over every level (of the outermost tier, see :data:`FRONT_TIERS`)."""
+        return sum(s.count for _, _, s in self._latency_rows("miss", front=True))
 
     @property
     def evictions(self):
@@ -600,12 +623,12 @@ class CacheMetrics:
 
     @property
     def level_hits(self):
-        """``{level value: hits}`` summed over tiers."""
+        """``{level value: hits}`` (of the outermost tier, see :data:`FRONT_TIERS`)."""
         return self._count_by("hit", "level")
 
     @property
     def level_misses(self):
-        """``{level value: misses}`` summed over tiers."""
+        """``{level value: misses}`` (of the outermost tier, see :data:`FRONT_TIERS`)."""
         return self._count_by("miss", "level")
 
     @property
@@ -625,8 +648,8 @@ class CacheMetrics:
 
     @property
     def saved_computation_cost(self):
-        """Sum of the ``cost`` of every hit."""
-        return sum(s.cost for _, _, s in self._latency_rows("hit"))
+        """Sum of the ``cost`` of every hit (of the outermost tier, see :data:`FRONT_TIERS`)."""
+        return sum(s.cost for _, _, s in self._latency_rows("hit", front=True))
 
     @property
     def hit_times(self):
@@ -639,7 +662,7 @@ class CacheMetrics:
         return self._recent("miss")
 
     def _recent(self, kind):
-        rows = self._latency_rows(kind)
+        rows = self._latency_rows(kind, front=True)
         samples = []
         for _, _, stats in rows:
             samples.extend(stats.recent)
@@ -729,7 +752,8 @@ class CacheMetrics:
         quantiles : sequence of float
             Each in [0, 1].
         tier, level : str or CacheLevel, optional
-            Restrict to one tier and/or level (``kind`` "hit" or "miss" only).
+            Restrict to one tier and/or level (``kind`` "hit" or "miss" only). Without
+            ``tier``, the lookups the totals count (see :data:`FRONT_TIERS`).
 
         Returns
         -------
@@ -744,7 +768,7 @@ class CacheMetrics:
             key = None if level is None else _level_key(level)
             rows = [
                 s
-                for t, lv, s in self._latency_rows(kind)
+                for t, lv, s in self._latency_rows(kind, front=tier is None)
                 if (tier is None or t == tier) and (key is None or lv == key)
             ]
         elif kind in ("set", "hash"):
@@ -783,8 +807,12 @@ class CacheMetrics:
             "invalidations", "size_bytes"}}``).
         """
         snap = self.snapshot()
-        hit_rows = [(t, lv, h) for t, by in snap["latency"]["hit"].items() for lv, h in by.items()]
-        miss_rows = [(t, lv, h) for t, by in snap["latency"]["miss"].items() for lv, h in by.items()]
+        all_hit_rows = [(t, lv, h) for t, by in snap["latency"]["hit"].items() for lv, h in by.items()]
+        all_miss_rows = [(t, lv, h) for t, by in snap["latency"]["miss"].items() for lv, h in by.items()]
+        front = _front_tier(t for t, _, _ in all_hit_rows + all_miss_rows)
+        # totals and per-level numbers count each lookup once: at the outermost tier
+        hit_rows = [row for row in all_hit_rows if front is None or row[0] == front]
+        miss_rows = [row for row in all_miss_rows if front is None or row[0] == front]
         hits = sum(h["count"] for _, _, h in hit_rows)
         misses = sum(h["count"] for _, _, h in miss_rows)
         total = hits + misses
@@ -805,11 +833,13 @@ class CacheMetrics:
 
         level_hits, level_misses = collections.Counter(), collections.Counter()
         tier_hits, tier_misses = collections.Counter(), collections.Counter()
-        for tier, level, h in hit_rows:
+        for _, level, h in hit_rows:
             level_hits[level] += h["count"]
-            tier_hits[tier] += h["count"]
-        for tier, level, h in miss_rows:
+        for _, level, h in miss_rows:
             level_misses[level] += h["count"]
+        for tier, _, h in all_hit_rows:
+            tier_hits[tier] += h["count"]
+        for tier, _, h in all_miss_rows:
             tier_misses[tier] += h["count"]
         size_level, size_tier = collections.Counter(), collections.Counter()
         for tier, by_level in snap["sizes"].items():
@@ -947,6 +977,15 @@ class CacheMetrics:
             f"CacheMetrics(hits={s['hits']}, misses={s['misses']}, "
             f"hit_rate={s['hit_rate']:.3f}, size_bytes={int(s['memory_mb'] * _MIB)})"
         )
+
+
+def _front_tier(tiers):
+    """The outermost of :data:`FRONT_TIERS` among ``tiers``, or None when there is none."""
+    present = set(tiers)
+    for name in FRONT_TIERS:
+        if name in present:
+            return name
+    return None
 
 
 def _from_snapshot(snap):
