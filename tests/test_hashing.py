@@ -371,6 +371,17 @@ def test_graph_attrs_rules():
         fingerprint(1, graph_attrs="some")
 
 
+def test_a_registered_rule_replaces_the_graph_default():
+    register_fingerprint(nx.Graph, lambda graph: sorted(graph.nodes))
+    try:
+        path, star = nx.path_graph(4), nx.star_graph(3)
+        assert fingerprint(path) == fingerprint(star)
+        assert fingerprint(nx.DiGraph(path)) == fingerprint(nx.DiGraph(star))
+    finally:
+        register_fingerprint(nx.Graph, None)
+    assert fingerprint(nx.path_graph(4)) != fingerprint(nx.star_graph(3))
+
+
 # --- extension and errors ----------------------------------------------------------
 
 

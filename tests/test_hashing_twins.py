@@ -128,6 +128,15 @@ def test_float_payload_nans_with_custom_bits():
         assert_twins_agree(bits.view(np.float32).reshape(-1, 8)[:, ::2])
 
 
+def test_items_larger_than_the_scratch_block():
+    # 2.2 MB items: more than the compiled twin's gather block holds
+    array = np.zeros((2, 2), dtype="V2200000")
+    array.view(np.uint8)[::7] = 5
+    for view in (array, array.T, array[:, ::-1]):
+        assert_twins_agree(view)
+        assert compiled.fingerprint(view) == compiled.fingerprint(np.ascontiguousarray(view))
+
+
 def test_structured_and_object_arrays():
     structured = np.zeros(5, dtype=[("a", "<f8"), ("b", ">i4", (2,)), ("c", "U3")])
     structured["a"][2] = np.nan

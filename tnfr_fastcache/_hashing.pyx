@@ -212,6 +212,7 @@ cdef extern from *:
         int fw;    /* float component width to canonicalise NaNs in (2, 4, 8), 0 = none */
         int swap;  /* components are stored byte-swapped */
         int detect;  /* hash as is and only note NaNs (first pass of tfc_hash_array) */
+        size_t nbytes;
     } tfc_array;
 
     static uint64_t tfc_load(const unsigned char *p, int w, int swap) {
@@ -412,14 +413,12 @@ cdef extern from *:
                 nd++;
             }
         }
-        unsigned char *tmp = (unsigned char *)malloc(TFC_BLOCK > k ? TFC_BLOCK : k);
-        if (!tmp) return -1;
+        unsigned char tmp[TFC_BLOCK];  /* a block of unowned data with NaNs, canonicalised */
         unsigned char *scratch = NULL;
         size_t cap = TFC_SCRATCH > k ? TFC_SCRATCH : k;
         const unsigned char *p = a->data;
         if (nd == 0) {
-            memcpy(tmp, p, k);
-            rc = tfc_feed(s, tmp, k, a, 1, NULL);
+            rc = tfc_feed(s, (unsigned char *)p, k, a, 0, tmp);
             goto done;
         }
         if (nd == 1 && (size_t)strides[0] == k) {
@@ -499,14 +498,13 @@ cdef extern from *:
         rc = 0;
     done:
         tfc_scratch_give(scratch);
-        free(tmp);
         return rc;
     }
 
     static int tfc_hash_array(tfc_sink *s, tfc_array *a) {
         a->detect = 0;
     #ifdef TFC_X86_DISPATCH
-        if ((a->fw == 8 || a->fw == 4) && !a->swap && tfc_cpu_avx2()) {
+        if ((a->fw == 8 || a->fw == 4) && !a->swap && a->nbytes >= TFC_BLOCK && tfc_cpu_avx2()) {
             int rc;
             XXH3_state_t *before;
             if (tfc_spill(s)) return -1;
@@ -541,6 +539,7 @@ cdef extern from *:
         size_t itemsize
         int fw
         int swap
+        size_t nbytes
     void tfc_sink_init(tfc_sink* s) nogil
     void tfc_sink_free(tfc_sink* s) nogil
     int tfc_put(tfc_sink* s, const void* p, size_t n) nogil
@@ -664,6 +663,31 @@ cdef inline int _put_scalar(tfc_sink* s, object obj) except -1:
     else:
         return 0
     return 1
+
+
+cdef int LAYOUT_RAW = 0
+cdef int LAYOUT_STRUCT = 1
+cdef int LAYOUT_OBJECT = 2
+# dtype -> (label, layout, NaN component width, byte-swapped): attribute lookups on a
+# dtype cost more than hashing a small array
+cdef dict _DTYPE_INFO = {}
+
+
+cdef tuple _dtype_info(object dtype, type array_type):
+    if dtype.char in "gG" and _LONGDOUBLE_IS_EXTENDED:
+        raise _unhashable(array_type, f"dtype {dtype} has platform-specific padding; convert to float64")
+    if dtype.fields is not None:
+        info = ("struct", LAYOUT_STRUCT, 0, 0)
+    elif dtype.hasobject:
+        info = ("|O", LAYOUT_OBJECT, 0, 0)
+    elif dtype.kind in "fc":
+        info = (dtype.str, LAYOUT_RAW, dtype.itemsize // (2 if dtype.kind == "c" else 1), int(not dtype.isnative))
+    else:
+        info = (dtype.str, LAYOUT_RAW, 0, 0)
+    if len(_DTYPE_INFO) >= 256:
+        _DTYPE_INFO.clear()
+    _DTYPE_INFO[dtype] = info
+    return info
 
 
 @cython.final
@@ -834,30 +858,25 @@ cdef class _Walker:
     cdef int encode_array(self, tfc_sink* s, cnp.ndarray array, int depth) except -1:
         dtype = array.dtype
         cdef tfc_array desc
-        cdef int ndim = cnp.PyArray_NDIM(array), d, rc
+        cdef int ndim = cnp.PyArray_NDIM(array), d, rc, layout, fw, swap
         cdef Py_ssize_t nbytes
-        if dtype.char in "gG" and _LONGDOUBLE_IS_EXTENDED:
-            raise _unhashable(type(array), f"dtype {dtype} has platform-specific padding; convert to float64")
-        fields = dtype.fields
-        if fields is not None:
-            label = "struct"
-        elif dtype.hasobject:
-            label = "|O"
-        else:
-            label = dtype.str
+        info = _DTYPE_INFO.get(dtype)
+        if info is None:
+            info = _dtype_info(dtype, type(array))
+        label, layout, fw, swap = info
         _put_tag(s, b"A")
         _put_str(s, label)
         _check(_put_u64(s, <uint64_t>ndim))
         for d in range(ndim):
             _check(_put_u64(s, <uint64_t>cnp.PyArray_DIM(array, d)))
-        if fields is not None:
+        if layout == LAYOUT_STRUCT:
             names = dtype.names
             _check(_put_u64(s, <uint64_t>len(names)))
             for name in names:
                 _put_str(s, name)
                 self.encode_array(s, array[name], depth)
             return 0
-        if dtype.hasobject:
+        if layout == LAYOUT_OBJECT:
             for item in array.flat:
                 self.encode(s, item, depth)
             return 0
@@ -872,11 +891,9 @@ cdef class _Walker:
             desc.shape[d] = cnp.PyArray_DIM(array, d)
             desc.strides[d] = cnp.PyArray_STRIDE(array, d)
         desc.itemsize = <size_t>cnp.PyArray_ITEMSIZE(array)
-        desc.fw = 0
-        desc.swap = 0
-        if dtype.kind == "f" or dtype.kind == "c":
-            desc.fw = <int>(desc.itemsize if dtype.kind == "f" else desc.itemsize // 2)
-            desc.swap = not dtype.isnative
+        desc.nbytes = <size_t>nbytes
+        desc.fw = fw
+        desc.swap = swap
         if nbytes < _NOGIL_BYTES:
             rc = tfc_hash_array(s, &desc)
         else:
