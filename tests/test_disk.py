@@ -677,6 +677,24 @@ def test_upstream_default_persist_levels(tmp_path):
         assert restarted.get_persistent("k", G) == "graph_structure"
 
 
+def test_stats_count_entries_per_level_like_upstream(tmp_path):
+    with PersistentTNFRCache(tmp_path, max_memory_mb=8) as tier:
+        tier.set_persistent("a", np.ones(1000), D, set())
+        tier.set_persistent("b", 2, G, set())
+        tier.set_persistent("c", 3, T, set())
+        tier.set_persistent("d", 4, D, set(), persist_to_disk=False)
+        tier.set_persistent("gone", 5, D, set(), ttl=0.01)
+        time.sleep(0.02)
+        stats = tier.get_stats()
+        assert stats["entry_counts"] == {
+            "graph_structure": 1, "node_properties": 0, "derived_metrics": 2, "temporary": 1,
+        }
+        assert stats["entries"] == len(tier) == 4
+        assert stats["disk_files"] == 3  # the expired row is still there until read or gc
+        assert stats["memory_limit_mb"] == 16  # the front and the memory-only tier
+        assert 8000 < stats["memory_used_mb"] * MiB < 16 * MiB
+
+
 def test_persist_to_disk_false_keeps_memory_only_and_drops_disk_copy(tmp_path):
     # upstream bug: persist_to_disk=False crashed; the disk copy must not come back either.
     with PersistentTNFRCache(tmp_path) as tier:

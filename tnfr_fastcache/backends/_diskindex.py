@@ -260,6 +260,14 @@ class DiskIndex:
             return self._read("SELECT COUNT(*) FROM entries")[0][0]
         return self._read("SELECT COUNT(*) FROM entries WHERE expires IS NULL OR expires > ?", (now,))[0][0]
 
+    def count_by_level(self, now):
+        """``{level: rows not expired at now}`` for the levels that have any."""
+        return dict(
+            self._read(
+                "SELECT level, COUNT(*) FROM entries WHERE expires IS NULL OR expires > ? GROUP BY level", (now,)
+            )
+        )
+
     def total_stored(self):
         """Bytes of every value file the index points at."""
         return int(self.get_meta("total_stored", "0"))

@@ -726,6 +726,8 @@ class CompressedPersistentCache(CacheTier):
         dict
             ``hits``, ``misses``, ``hit_rate``, ``evictions``, ``invalidations``,
             ``rejected``, ``corrupt``, ``errors`` (this process, every tier it owns);
+            ``entries`` and ``entry_counts`` (live entries, per level: disk and
+            memory-only); ``memory_used_mb`` and ``memory_limit_mb`` of the memory tiers;
             ``disk_files``, ``disk_size_bytes``, ``disk_size_mb`` (MiB) and
             ``max_disk_mb`` (None when unbounded) for the whole directory, whichever
             process wrote it; ``cache_dir``, ``compression``, ``eviction``.
@@ -746,8 +748,23 @@ class CompressedPersistentCache(CacheTier):
             "corrupt": sum(snap["tier_counters"]["corrupt"].values()),
             "errors": sum(snap["tier_counters"]["errors"].values()),
         }
-        if self._volatile is not None:
-            stats["memory_only_entries"] = len(self._volatile)
+        counts = dict.fromkeys((level.value for level in CacheLevel), 0)
+        counts.update(self._index.count_by_level(time.time()))
+        memory_used = memory_limit = 0
+        for tier in (self._front, self._volatile):
+            if tier is not None:
+                memory = tier.get_stats()
+                memory_used += memory["memory_used_bytes"]
+                memory_limit += memory["memory_limit_bytes"]
+                if tier is self._volatile:
+                    for level, n in memory["entry_counts"].items():
+                        counts[level] += n
+        stats.update(
+            entries=sum(counts.values()),
+            entry_counts=counts,
+            memory_used_mb=memory_used / _MB,
+            memory_limit_mb=memory_limit / _MB,
+        )
         disk_bytes = self._index.total_stored()
         stats.update(
             disk_files=self._index.count(),
