@@ -238,6 +238,21 @@ def test_string_dependency_is_one_name(cache):
     assert cache.invalidate_by_dependency("graph_topology") == 1
 
 
+def test_tampered_index_row_cannot_point_outside(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    root = tmp_path / "c"
+    with CompressedPersistentCache(root) as tier:
+        tier.set("k", 1, D)
+        conn = sqlite3.connect(root / _diskindex.INDEX_NAME)
+        conn.execute("UPDATE entries SET level = '../..', digest = 'victim.txt' ")
+        conn.commit()
+        conn.close()
+        with pytest.raises(BackendError, match="did not write"):
+            tier.clear()
+    assert victim.read_text() == "keep me"
+
+
 def test_newer_index_format_is_refused(tmp_path):
     CompressedPersistentCache(tmp_path).close()
     conn = sqlite3.connect(tmp_path / _diskindex.INDEX_NAME)

@@ -27,6 +27,7 @@ import logging
 import math
 import mmap as _mmap
 import os
+import re
 import secrets
 import threading
 import time
@@ -58,6 +59,9 @@ _TEMP_SUFFIX = ".tmp"
 # the separate checksum pass.
 _SMALL_FILE = 1 << 16
 _READ_RETRIES = 3
+_LEVEL_NAMES = frozenset(level.value for level in CacheLevel)
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_HEX16 = re.compile(r"[0-9a-f]{16}")
 
 
 class DiskEntry(NamedTuple):
@@ -300,6 +304,13 @@ class CompressedPersistentCache(CacheTier):
         return os.path.join(self.cache_dir, level, digest[:2], f"{digest}.{token}{_SUFFIX}")
 
     def _row_path(self, row):
+        # Rows come from a file anyone with write access could edit; a path built from
+        # them must not leave the cache directory (clear() and gc() unlink it).
+        if not (row.level in _LEVEL_NAMES and _HEX32.fullmatch(row.digest) and _HEX16.fullmatch(row.token)):
+            raise BackendError(
+                f"disk cache index {self._index.path} has a row this library did not write: "
+                f"level={row.level!r} digest={row.digest!r} token={row.token!r}"
+            )
         return self._path(row.level, row.digest, row.token)
 
     def __repr__(self):
