@@ -263,6 +263,30 @@ def test_overwrite_and_delete_remove_old_chunks(make_cache, raw):
     assert _chunk_keys(raw, cache) == []
 
 
+def test_readers_never_see_a_mix_of_two_writes(make_cache):
+    import threading
+
+    writer = make_cache(chunk_size=SMALL_CHUNK, compression="none")
+    reader = make_cache(key_prefix=writer.key_prefix, chunk_size=SMALL_CHUNK, compression="none")
+    values = [np.full(40_000, 1.0), np.full(40_000, 2.0)]  # 5 chunks each
+    writer.set("w", values[0], D)
+    seen, stop = [], threading.Event()
+
+    def read():
+        while not stop.is_set():
+            got = reader.get("w", D)
+            seen.append(None if got is None else (got.min(), got.max()))
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    for i in range(60):
+        writer.set("w", values[i % 2], D)
+    stop.set()
+    thread.join()
+    assert seen and set(seen) <= {(1.0, 1.0), (2.0, 2.0), None}
+    assert reader.get_stats()["corrupt"] == 0
+
+
 def test_chunks_get_the_entry_ttl(make_cache, raw):
     cache = make_cache(chunk_size=SMALL_CHUNK, compression="none")
     cache.set("w", np.ones(20_000), D, ttl=50)
@@ -623,3 +647,35 @@ def test_stampede_across_processes_computes_once(make_cache, redis_url, raw):
     assert all(p.returncode == 0 for p in procs), [err for _, err in outputs]
     assert {out.strip() for out, _ in outputs} == {"{'si': 0.73, 'pid': 'one value'}"}
     assert int(raw.get(cache.key_prefix + "computations")) == 1
+
+
+_DECORATED = """
+import sys
+import numpy as np
+import redis
+from tnfr_fastcache.backends.redis import RedisCache
+from tnfr_fastcache.decorator import cache_tnfr_computation
+
+url, prefix = sys.argv[1], sys.argv[2]
+counter = redis.Redis.from_url(url)
+cache = RedisCache(url=url, key_prefix=prefix, secret="s")
+
+@cache_tnfr_computation(cache_instance=cache, dependencies={"graph_topology"})
+def coherence(n, scale):
+    counter.incr(prefix + "computations")
+    return {"W": np.full((n, n), scale), "n": n}
+
+result = coherence(50, 0.5)
+print(result["n"], float(result["W"].sum()), int(counter.get(prefix + "computations")))
+"""
+
+
+def test_two_processes_share_a_value_through_the_decorator(make_cache, redis_url):
+    cache = make_cache(secret="s")
+    first = _run_python(_DECORATED, redis_url, cache.key_prefix)
+    second = _run_python(_DECORATED, redis_url, cache.key_prefix)
+    assert first.split() == ["50", "1250.0", "1"]
+    assert second.split() == ["50", "1250.0", "1"]  # the second process did not recompute
+    assert cache.invalidate_by_dependency("graph_topology") == 1
+    third = _run_python(_DECORATED, redis_url, cache.key_prefix)
+    assert third.split() == ["50", "1250.0", "2"]
