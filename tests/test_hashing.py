@@ -472,6 +472,19 @@ def test_dict_changed_during_fingerprint_raises():
         fingerprint(data)
 
 
+def test_list_changed_during_fingerprint_raises():
+    items = []
+
+    class Grower:
+        def __fastcache_key__(self):
+            items.append(0)
+            return 1
+
+    items.append(Grower())
+    with pytest.raises(RuntimeError, match="changed size"):
+        fingerprint(items)
+
+
 def test_extended_precision_is_refused():
     if np.dtype(np.longdouble).itemsize == 8:
         pytest.skip("longdouble is double here")

@@ -18,7 +18,7 @@ from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc, qsort, realloc
 from libc.string cimport memcmp, memcpy
 
@@ -543,7 +543,6 @@ cdef extern from *:
     void tfc_sink_init(tfc_sink* s) nogil
     void tfc_sink_free(tfc_sink* s) nogil
     int tfc_put(tfc_sink* s, const void* p, size_t n) nogil
-    int tfc_put_large(tfc_sink* s, const void* p, size_t n) nogil
     int tfc_put_tag64(tfc_sink* s, unsigned char tag, uint64_t v) nogil
     void tfc_store_le64(unsigned char* b, uint64_t v) nogil
     void tfc_digest(tfc_sink* s, unsigned char* out) nogil

@@ -455,9 +455,12 @@ class _Walker:
 
     def encode_container(self, sink, obj, tp, depth):
         if tp is tuple or tp is list:
-            sink.put((b"t" if tp is tuple else b"l") + _pack_u64(len(obj)))
+            size = len(obj)
+            sink.put((b"t" if tp is tuple else b"l") + _pack_u64(size))
             for item in obj:
                 self.encode(sink, item, depth)
+            if len(obj) != size:
+                raise RuntimeError("list changed size during fingerprint()")
         elif tp is dict:
             self.encode_dict(sink, obj, depth)
         elif tp is np.ndarray:
