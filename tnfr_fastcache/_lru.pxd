@@ -82,6 +82,7 @@ cdef class TierIndex(LRUIndex):
     cdef object no_dependencies
     cdef dict scalar_sizes
     cdef dict deps_index
+    cdef dict interned
     cdef object lock_acquire
     cdef object lock_release
     cdef bint has_ttl
@@ -99,5 +100,7 @@ cdef class TierIndex(LRUIndex):
 
     cdef Py_ssize_t _part_of(self, object level) except -1
     cdef int _forget(self, list records, object dependency) except -1
+    cdef int _unindex(self, object where, object deps, object dependency) except -1
+    cdef object _intern(self, object deps)
     cdef void _zero_latency(self) noexcept
     cdef int _record(self, Py_ssize_t row, double seconds, double cost, double now) except -1

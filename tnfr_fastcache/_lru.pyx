@@ -17,7 +17,7 @@ owner (the memory tier) take the owner's lock.
 """
 
 cimport cython
-from cpython.dict cimport PyDict_DelItem, PyDict_SetItem
+from cpython.dict cimport PyDict_DelItem
 from cpython.exc cimport PyErr_Clear, PyErr_ExceptionMatches, PyErr_Occurred
 from cpython.list cimport PyList_GET_ITEM
 from cpython.tuple cimport PyTuple_GET_ITEM
@@ -31,6 +31,7 @@ from .errors import CacheKeyError, InvalidArgumentError, UnhashableKeyError, Val
 
 cdef extern from "Python.h":
     PyObject* PyDict_GetItemWithError(object d, object key)
+    PyObject* PyDict_SetDefault(object d, object key, object default)
 
 __all__ = ["LRUIndex", "TierIndex", "POLICIES", "UNSET", "ATOMIC_CALLS"]
 
@@ -55,6 +56,8 @@ cdef enum:
     COLLECT_NONE = 0
     COLLECT_ALL = 1
     COLLECT_WITH_EXTRA = 2
+    # distinct dependency sets kept shared by TierIndex._intern before it starts over
+    INTERN_LIMIT = 4096
 
 UNSET = object()
 """Default of ``TierIndex.tier_get``'s level: the owner's default partition."""
@@ -382,13 +385,21 @@ cdef class LRUIndex:
         cdef Py_ssize_t slot, victim
         cdef int64_t old_size
         cdef bint want
+        cdef PyObject *found
         cdef list removed = None
         if self.max_bytes_ >= 0 and size > self.max_bytes_:
             raise ValueTooLargeError(
                 f"a value of {size} bytes cannot fit in a budget of {self.max_bytes_} bytes"
             )
-        slot = self._find(part, key)
-        if slot >= 0:
+        if self.free_head == NONE:
+            self._grow()
+        # One dict operation finds an existing entry or claims the first free slot.
+        found = PyDict_SetDefault(<dict>PyList_GET_ITEM(self.maps, part), key,
+                                  <object>PyList_GET_ITEM(self.slot_objs, self.free_head))
+        if found == NULL:
+            _raise_unhashable(key)
+        slot = <Py_ssize_t>(<object>found)
+        if slot != self.free_head:
             old_size = self.sizes[slot]
             old_value = self.values[slot]
             old_extra = self.extras[slot]
@@ -400,12 +411,6 @@ cdef class LRUIndex:
             if collect == COLLECT_ALL or (collect == COLLECT_WITH_EXTRA and old_extra):
                 removed = [(part, self.keys[slot], old_value, old_size, old_extra)]
         else:
-            if self.free_head == NONE:
-                self._grow()
-            slot = self.free_head
-            # The dict first: if it raises (or runs a key's __eq__) the slot is not yet in use.
-            PyDict_SetItem(<dict>PyList_GET_ITEM(self.maps, part), key,
-                           <object>PyList_GET_ITEM(self.slot_objs, slot))
             self.free_head = self.next[slot]
             self.keys[slot] = key
             self.values[slot] = value
@@ -800,6 +805,7 @@ cdef class TierIndex(LRUIndex):
         if not isinstance(deps_index, dict):
             raise InvalidArgumentError(f"deps_index must be a dict, not {deps_index!r}")
         self.deps_index = deps_index
+        self.interned = {}
         self.lock_acquire = lock.acquire
         self.lock_release = lock.release
         self.has_ttl = False
@@ -851,26 +857,75 @@ cdef class TierIndex(LRUIndex):
         return self._part_of(level)
 
     cdef int _forget(self, list records, object dependency) except -1:
-        cdef object deps, entries, dep
         for record in records:
             deps = (<tuple>record)[4]
-            if len(deps) <= (0 if dependency is None else 1):
-                continue
-            where = ((<tuple>record)[0], (<tuple>record)[1])
-            for dep in deps:
-                if dependency is not None and dep == dependency:
-                    continue
-                entries = self.deps_index.get(dep)
-                if entries is not None:
-                    (<dict>entries).pop(where, None)
-                    if not entries:
-                        del self.deps_index[dep]
+            if len(deps) > (0 if dependency is None else 1):
+                self._unindex(((<tuple>record)[0], (<tuple>record)[1]), deps, dependency)
         return 0
 
     def forget(self, records, dependency=None):
         """Drop removed entries' ``(part, key)`` from ``deps_index`` (except under
         ``dependency``, already popped by the caller). Caller holds the lock."""
         self._forget(list(records), dependency)
+
+    cdef int _unindex(self, object where, object deps, object dependency) except -1:
+        """Drop ``where`` = (part, key) from ``deps_index`` under each of ``deps`` but
+        ``dependency``."""
+        for dep in deps:
+            if dependency is not None and dep == dependency:
+                continue
+            entries = self.deps_index.get(dep)
+            if entries is not None:
+                (<dict>entries).pop(where, None)
+                if not entries:
+                    del self.deps_index[dep]
+        return 0
+
+    def invalidate_entries(self, entries, dependency):
+        """Remove the entries of ``entries`` (``dependency``'s dict, popped from
+        ``deps_index`` by the caller) that still carry the dependencies recorded there, and
+        drop them from ``deps_index`` under their other dependencies. Caller holds the lock.
+
+        Returns the number removed per partition. Builds no per-entry objects, so that
+        removing 200k entries does not set off the cyclic garbage collector.
+        """
+        cdef Py_ssize_t slot, part
+        cdef list counts = [0] * self.nparts
+        for where, deps in (<dict?>entries).items():
+            part = (<tuple?>where)[0]
+            slot = self._find(part, (<tuple>where)[1])
+            if slot < 0 or self.extras[slot] is not deps:
+                continue
+            self._detach(slot, False, False)
+            counts[part] += 1
+            if len(deps) > 1:
+                self._unindex(where, deps, dependency)
+        return counts
+
+    def invalidate_part(self, Py_ssize_t part):
+        """Remove every entry of ``part`` and drop them from ``deps_index``; return how many.
+        Caller holds the lock."""
+        _check_part(part, self.nparts)
+        cdef Py_ssize_t slot, removed = 0
+        for key, slot_obj in list(self.maps[part].items()):
+            slot = slot_obj
+            deps = self.extras[slot]
+            self._detach(slot, False, False)
+            removed += 1
+            if deps:
+                self._unindex((part, key), deps, None)
+        return removed
+
+    cdef object _intern(self, object deps):
+        """One shared frozenset per distinct set of dependencies: thousands of entries that
+        name the same ones cost one object, not thousands for the garbage collector to walk."""
+        shared = self.interned.get(deps)
+        if shared is not None:
+            return shared
+        if len(self.interned) >= INTERN_LIMIT:
+            self.interned.clear()
+        self.interned[deps] = deps
+        return deps
 
     def tier_set(self, key, value, level=UNSET, dependencies=(), computation_cost=1.0, ttl=None):
         """``set(key, value, level, dependencies=(), computation_cost=1.0, ttl=None)`` of the
@@ -901,6 +956,8 @@ cdef class TierIndex(LRUIndex):
                 deps = self.check_dependencies(dependencies)  # raises, naming the culprit
         else:
             deps = self.check_dependencies(dependencies)
+        if deps:
+            deps = self._intern(deps)
         known = self.scalar_sizes.get(type(value))
         if known is not None:
             stored = value

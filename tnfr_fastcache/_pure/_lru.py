@@ -28,6 +28,8 @@ COUNTER_NAMES = ("hits", "misses", "sets", "bytes_written", "evictions", "evicte
 COLLECT_NONE = 0
 COLLECT_ALL = 1
 COLLECT_WITH_EXTRA = 2
+# distinct dependency sets kept shared by TierIndex._intern before it starts over
+INTERN_LIMIT = 4096
 
 UNSET = object()
 """Default of ``TierIndex.tier_get``'s level: the owner's default partition."""
@@ -653,6 +655,7 @@ class TierIndex(LRUIndex):
         if not isinstance(deps_index, dict):
             raise InvalidArgumentError(f"deps_index must be a dict, not {deps_index!r}")
         self._deps_index = deps_index
+        self._interned = {}
         self._lock = lock
         self._has_ttl = False
         self._flush_interval = float(flush_interval)
@@ -678,21 +681,68 @@ class TierIndex(LRUIndex):
         except (KeyError, TypeError):
             return self._resolve_level(level)
 
+    def _unindex(self, where, deps, dependency):
+        """Drop ``where`` = (part, key) from ``deps_index`` under each of ``deps`` but
+        ``dependency``."""
+        deps_index = self._deps_index
+        for dep in deps:
+            if dependency is not None and dep == dependency:
+                continue
+            entries = deps_index.get(dep)
+            if entries is not None:
+                entries.pop(where, None)
+                if not entries:
+                    del deps_index[dep]
+
     def forget(self, records, dependency=None):
         """Drop removed entries' ``(part, key)`` from ``deps_index`` (except under
         ``dependency``, already popped by the caller). Caller holds the lock."""
-        deps_index = self._deps_index
         for part, key, _value, _size, deps in records:
-            if len(deps) <= (0 if dependency is None else 1):
+            if len(deps) > (0 if dependency is None else 1):
+                self._unindex((part, key), deps, dependency)
+
+    def invalidate_entries(self, entries, dependency):
+        """Remove the entries of ``entries`` (``dependency``'s dict, popped from
+        ``deps_index`` by the caller) that still carry the dependencies recorded there, and
+        drop them from ``deps_index`` under their other dependencies. Caller holds the lock.
+
+        Returns the number removed per partition.
+        """
+        counts = [0] * self.nparts
+        for where, deps in entries.items():
+            part, key = where
+            slot = self._find(part, key)
+            if slot < 0 or self._extras[slot] is not deps:
                 continue
-            for dep in deps:
-                if dependency is not None and dep == dependency:
-                    continue
-                entries = deps_index.get(dep)
-                if entries is not None:
-                    entries.pop((part, key), None)
-                    if not entries:
-                        del deps_index[dep]
+            self._detach(slot, False, False)
+            counts[part] += 1
+            if len(deps) > 1:
+                self._unindex(where, deps, dependency)
+        return counts
+
+    def invalidate_part(self, part):
+        """Remove every entry of ``part`` and drop them from ``deps_index``; return how many.
+        Caller holds the lock."""
+        self._check_part(part)
+        removed = 0
+        for key, slot in list(self._maps[part].items()):
+            deps = self._extras[slot]
+            self._detach(slot, False, False)
+            removed += 1
+            if deps:
+                self._unindex((part, key), deps, None)
+        return removed
+
+    def _intern(self, deps):
+        """One shared frozenset per distinct set of dependencies: thousands of entries that
+        name the same ones cost one object, not thousands for the garbage collector to walk."""
+        shared = self._interned.get(deps)
+        if shared is not None:
+            return shared
+        if len(self._interned) >= INTERN_LIMIT:
+            self._interned.clear()
+        self._interned[deps] = deps
+        return deps
 
     def tier_set(self, key, value, level=UNSET, dependencies=(), computation_cost=1.0, ttl=None):
         """``set(key, value, level, dependencies=(), computation_cost=1.0, ttl=None)`` of the
@@ -716,6 +766,8 @@ class TierIndex(LRUIndex):
                 deps = self._check_dependencies(dependencies)  # raises, naming the culprit
         else:
             deps = self._check_dependencies(dependencies)
+        if deps:
+            deps = self._intern(deps)
         size = self._scalar_sizes.get(type(value))
         if size is not None:
             stored = value

@@ -347,24 +347,18 @@ class TNFRHierarchicalCache(CacheTier):
                 ) from None
             if not entries:
                 return 0
-            removed = self._index.remove_records(entries.items())
-            self._index.forget(removed, dependency)
-            self._count(self._invalidations, removed)
-            return len(removed)
+            counts = self._index.invalidate_entries(entries, dependency)
+            for part, count in enumerate(counts):
+                self._invalidations[part] += count
+            return sum(counts)
 
     def invalidate_level(self, level):
         """Remove every entry of ``level``; return how many were removed."""
         part = self._index.part_of(level)
         with self._lock:
-            removed = self._index.clear_part(part)
-            self._index.forget(removed)
-            self._invalidations[part] += len(removed)
-            return len(removed)
-
-    @staticmethod
-    def _count(counts, removed):
-        for record in removed:
-            counts[record[0]] += 1
+            removed = self._index.invalidate_part(part)
+            self._invalidations[part] += removed
+            return removed
 
     def _drop_expired(self, part, key):
         """Remove ``(part, key)`` if it has expired (called by lookups that met it)."""
