@@ -334,3 +334,17 @@ def _encode_in_child(array):
     COMPILED.threads = 2
     COMPILED.THREAD_MIN_BYTES = 1
     return bytes(COMPILED.encode(1, 0, "<f8", array.shape, [array], [get_codec("lz4")], [0], [1], SMALL_CHUNK))
+
+
+@needs_compiled
+def test_lz4_chunks_below_64_kib_are_python_lz4_bytes():
+    # Bug: LZ4_compress_fast switches to a 16-bit hash table below 64 KiB and wrote other
+    # (valid) bytes than python-lz4, which calls LZ4_compress_fast_continue on a fresh stream.
+    array = make_array("<f8", (512 * 5,), "C")
+    frame = COMPILED.encode(1, 0, "<f8", array.shape, [array], [get_codec("lz4")], [0], [1], SMALL_CHUNK)
+    header = PURE.parse_header(frame)
+    raw = array.view(np.uint8)
+    for index in range(len(header.stored)):
+        expected = lz4.block.compress(raw[index * SMALL_CHUNK : (index + 1) * SMALL_CHUNK], store_size=False)
+        stored = bytes(memoryview(frame)[header.offsets[index] : header.offsets[index] + header.stored[index]])
+        assert stored == expected
