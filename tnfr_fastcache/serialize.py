@@ -131,7 +131,8 @@ def dumps(value, *, compression="lz4", shuffle="auto", level=None, chunk_size=DE
         compression when a sample does not compress; never gzip.
     shuffle : {"auto", True, False}
         Byte shuffle by element size before the codec. ``"auto"`` shuffles only when it
-        makes a sample compress better (dense floats yes, sparse matrices no).
+        makes a sample compress better (dense floats yes, sparse matrices no). When
+        ``compression="auto"`` stores a value uncompressed, it does not shuffle it either.
     level : int, optional
         Codec level: LZ4 acceleration (>= 1, default 1), gzip 0-9 (default 6), zstd
         (default 1). ``"none"`` and ``"auto"`` take none.
@@ -143,6 +144,12 @@ def dumps(value, *, compression="lz4", shuffle="auto", level=None, chunk_size=DE
     -------
     memoryview
         Read-only bytes of the frame (over a numpy buffer; ``bytes(buf)`` copies it out).
+
+    Notes
+    -----
+    Nothing is copied whole: a contiguous array (C or Fortran) is compressed straight from
+    its memory; a non-contiguous one is gathered one chunk at a time. A strided
+    ``memoryview`` is the exception: it is copied to ``bytes`` first.
 
     Raises
     ------
