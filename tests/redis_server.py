@@ -7,6 +7,7 @@ registered as a pytest plugin by ``tests/conftest.py``, which gives the fixtures
 - ``redis_url``: its ``redis://127.0.0.1:PORT/0`` URL.
 - ``private_redis_server``: a server of the test's own, which the test may kill and
   restart (the outage tests) without disturbing anybody else.
+- ``redis_cluster``: a Redis Cluster of three primaries (:class:`RedisClusterServers`).
 
 The executable is ``$TNFR_FASTCACHE_REDIS_SERVER``, else ``redis-server`` on the PATH, else
 ``/usr/bin/redis-server``. A missing server fails the tests (CI installs it with
@@ -23,7 +24,7 @@ import time
 
 import pytest
 
-__all__ = ["RedisServer", "find_redis_server", "free_port"]
+__all__ = ["RedisServer", "RedisClusterServers", "find_redis_server", "free_port", "free_cluster_port"]
 
 HOST = "127.0.0.1"
 
@@ -62,12 +63,17 @@ class RedisServer:
     directory : str, optional
         Working directory for the server's log; a temporary directory by default
         (removed by :meth:`stop`).
+    port : int, optional
+        A fixed port instead of a free one picked at start.
+    extra_args : sequence of str
+        More ``redis-server`` options (``--cluster-enabled yes`` ...).
     """
 
-    def __init__(self, directory=None):
+    def __init__(self, directory=None, port=None, extra_args=()):
         self.executable = find_redis_server()
         self.host = HOST
-        self.port = None
+        self.port = port
+        self.extra_args = list(extra_args)
         self._own_dir = directory is None
         self.directory = tempfile.mkdtemp(prefix="tnfr-redis-") if directory is None else directory
         self.process = None
@@ -91,6 +97,7 @@ class RedisServer:
             "--appendonly", "no",
             "--daemonize", "no",
             "--logfile", os.path.join(self.directory, f"redis-{port}.log"),
+            *self.extra_args,
         ]
 
     def start(self, timeout=10.0):
@@ -173,9 +180,68 @@ class RedisServer:
         self.stop()
 
 
-def _serve():
+def free_cluster_port():
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind((HOST, p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+class RedisClusterServers:
+    """A Redis Cluster of ``n`` primaries on 127.0.0.1 (no replicas, no persistence)."""
+
+    def __init__(self, n=3):
+        self.nodes = []
+        self.directory = tempfile.mkdtemp(prefix="tnfr-redis-cluster-")
+        for _ in range(n):
+            port = free_cluster_port()
+            self.nodes.append(RedisServer(
+                directory=self.directory, port=port,
+                extra_args=["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
+                            "--cluster-node-timeout", "2000"],
+            ))
+
+    def start(self, timeout=30.0):
+        for node in self.nodes:
+            node.start()
+        cli = shutil.which("redis-cli") or os.path.join(os.path.dirname(self.nodes[0].executable), "redis-cli")
+        subprocess.run(
+            [cli, "--cluster", "create", *(f"{n.host}:{n.port}" for n in self.nodes),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = [n.client().cluster("info").get("cluster_state") for n in self.nodes]
+            if all(state == "ok" for state in states):
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"cluster not ready after {timeout}s: {states}")
+
+    def stop(self):
+        for node in self.nodes:
+            node.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+
+def _serve(kind=None):
     try:
-        server = RedisServer()
+        server = (kind or RedisServer)()
     except FileNotFoundError as exc:
         pytest.fail(str(exc), pytrace=False)
     with server:
@@ -198,3 +264,9 @@ def redis_url(redis_server):
 def private_redis_server():
     """A server of this test's own, which it may ``kill()`` and ``start()`` again."""
     yield from _serve()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A three-primary Redis Cluster on 127.0.0.1, for the session."""
+    yield from _serve(RedisClusterServers)

@@ -679,3 +679,25 @@ def test_two_processes_share_a_value_through_the_decorator(make_cache, redis_url
     assert cache.invalidate_by_dependency("graph_topology") == 1
     third = _run_python(_DECORATED, redis_url, cache.key_prefix)
     assert third.split() == ["50", "1250.0", "2"]
+
+
+def test_redis_cluster_client(redis_cluster):
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster(host="127.0.0.1", port=redis_cluster.nodes[0].port)
+    cache = RedisCache(client=client, secret="s", chunk_size=SMALL_CHUNK, key_prefix=_prefix())
+    value = np.random.default_rng(8).random(50_000)  # chunked: 7 chunks in the entry's slot
+    cache.set("w", value, D, dependencies={"topology"})
+    for i in range(20):  # spread over the three primaries
+        cache.set(("k", i), i, T, dependencies={"topology", f"node{i}"})
+    np.testing.assert_array_equal(cache.get("w", D), value)
+    assert cache.get(("k", 7), T) == 7
+    assert len(cache) == 21
+    assert cache.invalidate_by_dependency("node7") == 1
+    assert cache.invalidate_by_dependency("topology") == 20
+    assert cache.get_or_compute("g", T, lambda: "once") == "once"
+    assert cache.get_or_compute("g", T, lambda: "twice") == "once"
+    cache.clear()
+    assert len(cache) == 0
+    assert not any(node.client().dbsize() for node in redis_cluster.nodes)
+    client.close()

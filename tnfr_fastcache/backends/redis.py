@@ -40,6 +40,7 @@ import numpy as np
 
 try:
     import redis
+    import redis.cluster
     from redis.backoff import NoBackoff
     from redis.connection import Encoder, PythonRespSerializer
     from redis.retry import Retry
@@ -205,6 +206,23 @@ class _ChunksChanged(Exception):
     """A chunk vanished while we read it: the entry was overwritten or deleted meanwhile."""
 
 
+class _Immediate:
+    """Stands in for a pipeline on a RedisCluster (whose pipelines refuse EVALSHA):
+    runs each queued command at once and keeps its reply."""
+
+    def __init__(self, client):
+        self._client = client
+        self.replies = []
+
+    def __getattr__(self, command):
+        method = getattr(self._client, command)
+
+        def run(*args, **kwargs):
+            self.replies.append(method(*args, **kwargs))
+
+        return run
+
+
 def _plain_socket(connection):
     """The socket of a connected redis-py connection whose parser holds nothing, else None.
 
@@ -364,10 +382,19 @@ class RedisCache(CacheTier):
 
     Notes
     -----
-    The client built here sends requests with redis-py's own Python packer even when
-    hiredis is installed: for large values hiredis's packer copies the value twice (8 MB
-    SET at 340 MB/s against 1.5 GB/s), and chunks are sent as memoryview slices of the
-    frame, never joined into new bytes.
+    The request path for large values is chosen, not inherited. The client built here
+    sends requests with redis-py's own Python packer even when hiredis is installed: for
+    large values hiredis's packer copies the value twice (8 MB SET at 340 MB/s against
+    1.5 GB/s), and chunks go out as memoryview slices of the frame, never joined into new
+    bytes. Chunk replies are read from the connection's socket straight into the
+    destination buffer when the connection uses redis-py's own reader (redis-py's reader
+    copies a large reply three times); with hiredis's reader or a cluster client, chunks
+    are read through redis-py.
+
+    With a ``RedisCluster`` client, an entry, its chunks, its lease and its fencing counter
+    share one hash slot (the chunk, lease and fence names carry the entry name as a hash
+    tag); commands that would be pipelined run one by one, since cluster pipelines refuse
+    EVALSHA.
     """
 
     tier_name = "redis"
@@ -437,6 +464,7 @@ class RedisCache(CacheTier):
             self._client = redis.Redis(connection_pool=pool)
             self._own_client = True
         self.address = _client_address(self._client)
+        self._cluster = isinstance(self._client, redis.cluster.RedisCluster)
 
         self._entry_re = re.compile(
             rb"\A" + re.escape(key_prefix.encode())
@@ -573,9 +601,13 @@ class RedisCache(CacheTier):
         """Run the commands ``build(pipe)`` queues in one round trip; return their replies."""
         def run():
             for attempt in (0, 1):
-                pipe = self._client.pipeline(transaction=False)
-                build(pipe)
                 try:
+                    if self._cluster:
+                        pipe = _Immediate(self._client)
+                        build(pipe)
+                        return pipe.replies
+                    pipe = self._client.pipeline(transaction=False)
+                    build(pipe)
                     return pipe.execute()
                 except redis.exceptions.NoScriptError:
                     if attempt:
