@@ -20,7 +20,7 @@ Encoding (integers are little-endian; ``u64`` is an unsigned 8-byte length or co
     Prehashed b"H" 16 bytes
     ndarray   b"A" str(dtype) u64(ndim) u64(dim)... zeros to an 8-byte stream offset,
               payload (C order, NaNs canonical)
-    numpy scalar b"n" + the 0-d array          graph b"G" ... (see ``_encode_graph``)
+    numpy scalar b"n" + the 0-d array          graph b"G" ... (see ``_Walker.encode_graph``)
     subclass of a builtin   b"X" str(type name) + the builtin value
     rule      b"U" str(type name) + value      __fastcache_key__  b"K" str(type name) + value
     other known types  b"R" str(tag) + canonical value (see ``_REDUCERS``)
@@ -532,6 +532,10 @@ class _Walker:
                 sink.put_large(block)
 
     def encode_graph(self, sink, graph, depth):
+        """b"G", a byte each for directed and multigraph, the kept ``G.graph`` entries as a
+        dict, u64(n) sorted digests of (node, attrs), u64(m) sorted digests of the edges:
+        (u, v[, key], attrs) when directed; undirected, the endpoints' own digests in sorted
+        order (as Prehashed) stand for u and v."""
         directed = graph.is_directed()
         multigraph = graph.is_multigraph()
         sink.put(b"G" + bytes([directed, multigraph]))
