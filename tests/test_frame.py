@@ -348,3 +348,21 @@ def test_lz4_chunks_below_64_kib_are_python_lz4_bytes():
         expected = lz4.block.compress(raw[index * SMALL_CHUNK : (index + 1) * SMALL_CHUNK], store_size=False)
         stored = bytes(memoryview(frame)[header.offsets[index] : header.offsets[index] + header.stored[index]])
         assert stored == expected
+
+
+class _ShutDownPool:
+    def submit(self, *args):
+        raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+
+@needs_compiled
+def test_threaded_runs_fall_back_to_the_caller_when_the_pool_is_shut_down(two_threads, monkeypatch):
+    # At interpreter exit (an atexit flush of a disk cache) the pool refuses work.
+    monkeypatch.setattr(COMPILED, "_executor", _ShutDownPool)
+    array = make_array("<f8", (30000,), "C")
+    args = (1, 0, "<f8", array.shape, [array], [get_codec("lz4")], [8], [1], SMALL_CHUNK)
+    frame = bytes(COMPILED.encode(*args))
+    assert frame == bytes(PURE.encode(*args))
+    out = np.empty(array.nbytes, np.uint8)
+    COMPILED.decode_segment(frame, PURE.parse_header(frame), 0, out)
+    np.testing.assert_array_equal(out.view("<f8"), array)

@@ -14,7 +14,7 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcpy, memmove
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -238,13 +238,29 @@ def _executor():
 
 def _run_jobs(runner, addresses):
     """Run ``runner(address)`` for every job, the first on this thread, and wait for all."""
-    futures = [_executor().submit(runner, address) for address in addresses[1:]]
+    futures = []
+    interrupted = None
     try:
+        for address in addresses[1:]:
+            try:
+                futures.append(_executor().submit(runner, address))
+            except RuntimeError:
+                # The pool is shut down (interpreter exit): do the work here.
+                runner(address)
         runner(addresses[0])
     finally:
-        # Never return while a worker may still write into the caller's buffers.
+        # Never return, not even on Ctrl-C, while a worker may still write into the caller's
+        # buffers: they would be freed under it.
         for future in futures:
-            future.result()
+            while not future.done():
+                try:
+                    wait([future])
+                except BaseException as exc:
+                    interrupted = exc
+    if interrupted is not None:
+        raise interrupted
+    for future in futures:
+        future.result()
 
 
 def _jobs_for(Py_ssize_t raw_len, Py_ssize_t chunk_size):
