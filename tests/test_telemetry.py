@@ -199,12 +199,37 @@ def test_other_events():
     assert m.rejected == 1 and m.corrupt == 1
     assert m.errors == 2 and m.tier_errors == {"redis": 2}
     assert m.hash_count == 2 and m.hash_time == pytest.approx(6e-6)
+    m.record_hash_time(None)  # counted, left out of the latency like a hit's
+    m.record_set(DM, 10, duration="soon")
+    assert m.hash_count == 3 and m.hash_time == pytest.approx(6e-6)
     snap = m.snapshot()
     assert snap["error_types"] == {"redis": {"TimeoutError": 1}}
     assert snap["last_error"] == {"redis": "TimeoutError: slow"}
     assert snap["level_counters"]["evicted_bytes"]["memory"]["derived_metrics"] == 3000
     assert m.latency_percentiles("set")[0.5] == pytest.approx(0.01)
     assert 2e-6 <= m.latency_percentiles("hash")[0.5] <= 4e-6
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda m: m.record_set(DM, "8 MB"), "nbytes"),
+        (lambda m: m.record_set(DM, 10, stored_nbytes=[1]), "stored_nbytes"),
+        (lambda m: m.record_read(None, tier="disk"), "nbytes"),
+        (lambda m: m.record_eviction(DM, count="3"), "count"),
+        (lambda m: m.record_invalidation(DM, True), "count"),
+        (lambda m: m.adjust_size(DM, b"1"), "delta_bytes"),
+    ],
+)
+def test_counts_must_be_numbers(call, name):
+    m = CacheMetrics()
+    with pytest.raises(InvalidArgumentError, match=name):
+        call(m)
+    assert m.snapshot()["tier_counters"]["bytes_written"] == {}
+    m.adjust_size(DM, np.int64(5))
+    m.record_eviction(DM, np.int32(2), nbytes=np.float64(10.0))
+    assert m.total_size_bytes == 5 and m.evictions == 2
+    json.dumps(m.snapshot())  # numpy scalars were stored as plain numbers
 
 
 def test_sizes_follow_adjustments():
@@ -223,7 +248,7 @@ def test_memory_stays_bounded():
         m.record_hit(DM, 1e-6 * (1 + i % 50), 1.0)
         m.record_miss(DM, 1e-5)
     # pending lists are folded before they pass the threshold
-    assert all(len(durations) < telemetry._FOLD_AT for _, _, _, durations, _ in m._logs)
+    assert all(len(durations) < telemetry._FOLD_AT for durations, _, _ in m._logs)
     assert len(m.hit_times) == RECENT_SAMPLES
     assert m.hits == n and m.misses == n
     snap = m.snapshot()

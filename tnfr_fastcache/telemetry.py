@@ -26,6 +26,7 @@ events (sets, evictions, errors, ...) update plain counters under the lock.
 
 import collections
 import math
+import numbers
 import os
 import struct
 import sys
@@ -72,6 +73,21 @@ _TIER_COUNTERS = (
     "errors",
     "corrupt",
 )
+
+
+def _number(value, name):
+    """``value`` as a plain int or float (numpy scalars too, so snapshots stay JSON-able).
+
+    Raises InvalidArgumentError for anything else, bools included.
+    """
+    if value.__class__ is int or value.__class__ is float:
+        return value
+    if not isinstance(value, bool):
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        if isinstance(value, numbers.Real):
+            return float(value)
+    raise InvalidArgumentError(f"{name} must be a number, got {value!r}")
 
 
 def _level_key(level):
@@ -294,13 +310,15 @@ class CacheMetrics:
         # (durations, costs) for hits, durations for misses
         self._hit_logs = {}
         self._miss_logs = {}
-        # every pending list once, with where it folds to:
-        # (kind, tier, level, durations, costs or None)
-        self._logs = []
         # (kind, tier, level) -> _Latency; kind is "hit" or "miss"
         self._latency = {}
         self._set_latency = {}  # tier -> _Latency
         self._hash_latency = _Latency()
+        # every pending list once, with the histogram it folds into:
+        # (durations, costs or None, _Latency)
+        self._hash_log = []
+        self._logs = [(self._hash_log, None, self._hash_latency)]
+        self._set_logs = {}  # tier -> pending write durations
         self._level_counts = collections.Counter()  # (name, tier, level) -> number
         self._tier_counts = collections.Counter()  # (name, tier) -> number
         self._sizes = collections.Counter()  # (tier, level) -> bytes
@@ -362,7 +380,10 @@ class CacheMetrics:
             log = by_level.get(key)
             if log is None:
                 durations, costs = [], [] if kind == "hit" else None
-                self._logs.append((kind, tier, key, durations, costs))
+                stats = self._latency.get((kind, tier, key))
+                if stats is None:
+                    stats = self._latency[kind, tier, key] = _Latency()
+                self._logs.append((durations, costs, stats))
                 log = by_level[key] = durations if costs is None else (durations, costs)
             # a level name ("DERIVED_METRICS") shares the list(s) of its value
             by_level[raw] = log
@@ -370,14 +391,11 @@ class CacheMetrics:
 
     def _fold(self):
         """Move every pending hot-path item into its histogram. Caller holds the lock."""
-        for kind, tier, level, durations, costs in self._logs:
+        for durations, costs, stats in self._logs:
             n = len(durations)
             m = 0 if costs is None else len(costs)
             if not (n or m):
                 continue
-            stats = self._latency.get((kind, tier, level))
-            if stats is None:
-                stats = self._latency[kind, tier, level] = _Latency()
             # Copy the first n, then delete exactly those n: only appends race with us,
             # and they land after index n, so nothing is lost or counted twice.
             if m:
@@ -397,6 +415,9 @@ class CacheMetrics:
         ``duration`` (seconds), when given, goes into the per-tier write latency histogram.
         """
         key = _level_key(level)
+        nbytes = _number(nbytes, "nbytes")
+        if stored_nbytes is not None:
+            stored_nbytes = _number(stored_nbytes, "stored_nbytes")
         with self._lock:
             self._level_counts["sets", tier, key] += 1
             self._tier_counts["bytes_written", tier] += nbytes
@@ -404,14 +425,22 @@ class CacheMetrics:
                 self._tier_counts["stored_bytes_written", tier] += stored_nbytes
                 self._tier_counts["compressible_bytes_written", tier] += nbytes
             if duration is not None:
-                stats = self._set_latency.get(tier)
-                if stats is None:
-                    stats = self._set_latency[tier] = _Latency()
-                stats.count += 1
-                stats.add_durations(np.array([duration], dtype=np.float64))
+                log = self._set_logs.get(tier)
+                if log is None:
+                    log = self._set_logs[tier] = []
+                    stats = self._set_latency.get(tier)
+                    if stats is None:
+                        stats = self._set_latency[tier] = _Latency()
+                    self._logs.append((log, None, stats))
+                log.append(duration)
+                if len(log) >= _FOLD_AT:
+                    self._fold()
 
     def record_read(self, nbytes, *, tier, stored_nbytes=None):
         """Record a value read from storage: ``nbytes`` decoded, ``stored_nbytes`` as stored."""
+        nbytes = _number(nbytes, "nbytes")
+        if stored_nbytes is not None:
+            stored_nbytes = _number(stored_nbytes, "stored_nbytes")
         with self._lock:
             self._tier_counts["reads", tier] += 1
             self._tier_counts["bytes_read", tier] += nbytes
@@ -425,6 +454,8 @@ class CacheMetrics:
         Sizes are not changed here: the tier reports them with :meth:`adjust_size`.
         """
         key = _level_key(level)
+        count = _number(count, "count")
+        nbytes = _number(nbytes, "nbytes")
         with self._lock:
             self._level_counts["evictions", tier, key] += count
             self._level_counts["evicted_bytes", tier, key] += nbytes
@@ -432,6 +463,7 @@ class CacheMetrics:
     def record_invalidation(self, level, count=1, *, tier="memory"):
         """Record ``count`` entries removed by invalidation (dependency, level or TTL)."""
         key = _level_key(level)
+        count = _number(count, "count")
         with self._lock:
             self._level_counts["invalidations", tier, key] += count
 
@@ -456,14 +488,20 @@ class CacheMetrics:
             self._tier_counts["corrupt", tier] += 1
 
     def record_hash_time(self, duration):
-        """Record the seconds spent fingerprinting one call's arguments."""
-        with self._lock:
-            self._hash_latency.count += 1
-            self._hash_latency.add_durations(np.array([duration], dtype=np.float64))
+        """Record the seconds spent fingerprinting one call's arguments.
+
+        Lock-free like :meth:`record_hit`: the decorator calls it on every call.
+        """
+        log = self._hash_log
+        log.append(duration)
+        if len(log) >= _FOLD_AT:
+            with self._lock:
+                self._fold()
 
     def adjust_size(self, level, delta_bytes, *, tier="memory"):
         """Add ``delta_bytes`` (negative when entries leave) to the size of ``(tier, level)``."""
         key = _level_key(level)
+        delta_bytes = _number(delta_bytes, "delta_bytes")
         with self._lock:
             self._sizes[tier, key] += delta_bytes
 
@@ -735,12 +773,14 @@ class CacheMetrics:
     def hash_time(self):
         """Total seconds spent fingerprinting arguments."""
         with self._lock:
+            self._fold()
             return self._hash_latency.total
 
     @property
     def hash_count(self):
         """Number of argument fingerprints timed."""
         with self._lock:
+            self._fold()
             return self._hash_latency.count
 
     def latency_percentiles(self, kind="hit", quantiles=(0.5, 0.95, 0.99), *, tier=None, level=None):
@@ -775,6 +815,7 @@ class CacheMetrics:
             if level is not None or (kind == "hash" and tier is not None):
                 raise InvalidArgumentError(f"latency of kind {kind!r} is not kept per level")
             with self._lock:
+                self._fold()
                 if kind == "hash":
                     rows = [self._hash_latency]
                 else:
