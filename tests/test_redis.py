@@ -575,6 +575,37 @@ def test_get_or_compute_computes_once(make_cache):
     assert cache.lookup("k", D).dependencies == frozenset({"dep"})
 
 
+def test_get_or_compute_counts_one_miss_or_one_hit(make_cache):
+    cache = make_cache(secret="s")
+    cache.get_or_compute("k", D, lambda: 1)
+    cache.get_or_compute("k", D, lambda: 2)
+    stats = cache.get_stats()
+    assert (stats["misses"], stats["hits"]) == (1, 1)
+
+
+def test_lease_is_renewed_while_its_holder_computes(make_cache):
+    import threading
+
+    holder = make_cache(secret="s", lease_timeout=0.3)
+    waiter = make_cache(key_prefix=holder.key_prefix, secret="s", lease_timeout=0.3)
+    started, results = threading.Event(), {}
+
+    def slow():
+        started.set()
+        time.sleep(1.2)  # four lease lifetimes
+        return "holder's value"
+
+    def not_again():
+        raise AssertionError("the waiter computed while the holder was alive")
+
+    thread = threading.Thread(target=lambda: results.setdefault("holder", holder.get_or_compute("k", D, slow)))
+    thread.start()
+    started.wait(10)
+    results["waiter"] = waiter.get_or_compute("k", D, not_again)
+    thread.join()
+    assert results == {"holder": "holder's value", "waiter": "holder's value"}
+
+
 def test_get_or_compute_exception_releases_the_lease(make_cache, raw):
     cache = make_cache(secret="s")
 
@@ -596,6 +627,14 @@ def test_lease_of_a_dead_holder_expires(make_cache):
     assert cache.get_or_compute("k", D, lambda: "recomputed") == "recomputed"
     assert time.monotonic() - start >= 0.2  # it waited for the lease instead of computing at once
     assert cache.get("k", D) == "recomputed"
+
+
+def test_waiter_gives_up_after_wait_timeout(make_cache):
+    cache = make_cache(secret="s", lease_timeout=30)
+    name = cache._entry_name("k", D)
+    cache._script("acquire", [cache._lease_name(name), cache._fence_name(name)], [30_000, 60_000])
+    assert cache.get_or_compute("k", D, lambda: "mine", wait_timeout=0.2) == "mine"
+    assert cache.get("k", D) == "mine"
 
 
 def test_late_holder_cannot_overwrite_a_newer_value(make_cache):

@@ -186,6 +186,14 @@ redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
 return token
 """
 
+# KEYS: lease, fence; ARGV: token, lease ms, fence ttl ms. Extends a lease still ours.
+_LUA_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
 # KEYS: lease; ARGV: token.
 _LUA_RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -197,6 +205,7 @@ _SCRIPTS = {
     "delete": _LUA_DELETE,
     "depend": _LUA_DEPEND,
     "acquire": _LUA_ACQUIRE,
+    "renew": _LUA_RENEW,
     "release": _LUA_RELEASE,
 }
 _SHAS = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in _SCRIPTS.items()}
@@ -829,11 +838,14 @@ class RedisCache(CacheTier):
             The value is an unsigned pickle and ``allow_pickle`` is off.
         """
         level = as_level(level)
-        name = self._entry_name(key, level)
+        return self._lookup(self._entry_name(key, level), level, copy, count_miss=True)
+
+    def _lookup(self, name, level, copy, count_miss):
         start = time.perf_counter()
         found = self._fetch(name)
         if found is None:
-            self.metrics.record_miss(level, time.perf_counter() - start, tier=self.tier_name)
+            if count_miss:
+                self.metrics.record_miss(level, time.perf_counter() - start, tier=self.tier_name)
             return None
         value, meta, raw_nbytes, stored_nbytes = found
         if not copy:
@@ -1016,10 +1028,10 @@ class RedisCache(CacheTier):
         """Return the cached value of ``(key, level)``, computing it with ``fn()`` once.
 
         Across processes, one caller takes a lease and computes; the others poll until
-        its value appears. The lease expires after ``lease_timeout`` seconds if its holder
-        dies, and its fencing token stops a holder that outlived its lease from
-        overwriting a newer value. A waiter that waits longer than ``wait_timeout``
-        (default: twice ``lease_timeout``) computes the value itself. When Redis is
+        its value appears. The holder renews the lease while it computes; the lease
+        expires ``lease_timeout`` seconds after its holder dies, and its fencing token
+        stops a holder that outlived its lease from overwriting a newer value. A waiter waits as long as the holder
+        lives, or at most ``wait_timeout`` seconds if given, then computes the value itself. When Redis is
         unreachable, ``fn()`` is called and its result returned uncached (the failure is
         counted in the stats); exceptions from ``fn`` reach the caller and release the lease.
         """
@@ -1027,22 +1039,25 @@ class RedisCache(CacheTier):
             raise InvalidArgumentError(f"fn must be callable, not {fn!r}")
         level = as_level(level)
         name = self._entry_name(key, level)
-        deadline = time.monotonic() + (2 * self.lease_timeout if wait_timeout is None else wait_timeout)
+        lease, fence = self._lease_name(name), self._fence_name(name)
+        lease_ms = math.ceil(self.lease_timeout * 1000)
+        fence_ms = 4 * lease_ms + 60_000
+        start = time.monotonic()
+        deadline = math.inf if wait_timeout is None else start + wait_timeout
         delay = 0.002
         token = None
         try:
+            # Polls while another process computes are not misses: one call counts one hit
+            # (found, perhaps after waiting) or one miss (computed here).
             while True:
-                entry = self.lookup(key, level, copy=copy)
+                entry = self._lookup(name, level, copy, count_miss=False)
                 if entry is not None:
                     return entry.value
-                token = self._script(
-                    "acquire", [self._lease_name(name), self._fence_name(name)],
-                    [math.ceil(self.lease_timeout * 1000), math.ceil(self.lease_timeout * 4000) + 60_000],
-                )
+                token = self._script("acquire", [lease, fence], [lease_ms, fence_ms])
                 if token is not None:
                     # The previous holder may have stored its value and released the lease
                     # between our lookup and our acquire: look once more before computing.
-                    entry = self.lookup(key, level, copy=copy)
+                    entry = self._lookup(name, level, copy, count_miss=False)
                     if entry is not None:
                         self._release(name, token)
                         return entry.value
@@ -1053,17 +1068,42 @@ class RedisCache(CacheTier):
                 delay = min(2 * delay, 0.05)
         except (BackendUnavailable, BackendError, UnsafePickleError):
             return fn()  # the tier cannot help now: compute, as the decorator would on a miss
+        self.metrics.record_miss(level, time.monotonic() - start, tier=self.tier_name)
+        stop_renewing = self._keep_lease(lease, fence, token, lease_ms, fence_ms)
         try:
             value = fn()
         except BaseException:
+            stop_renewing()
             if token is not None:
                 self._release(name, token)
             raise
+        stop_renewing()
         try:
             self._store(key, value, level, dependencies, computation_cost, ttl, token=token)
         except (BackendUnavailable, BackendError):
             pass  # counted where it failed; the caller still gets its value
         return value
+
+    def _keep_lease(self, lease, fence, token, lease_ms, fence_ms):
+        """Renew the lease while its holder computes; return the function that stops it.
+
+        So a computation may outlast ``lease_timeout``: the lease only expires once its
+        holder has died (or lost Redis for longer than the lease).
+        """
+        if token is None:
+            return lambda: None
+        stop = threading.Event()
+
+        def renew():
+            while not stop.wait(self.lease_timeout / 3):
+                try:
+                    if not self._script("renew", [lease, fence], [token, lease_ms, fence_ms]):
+                        return  # taken over: our write will be fenced off anyway
+                except (BackendUnavailable, BackendError):
+                    return
+
+        threading.Thread(target=renew, name="tnfr-redis-lease", daemon=True).start()
+        return stop.set
 
     def _release(self, name, token):
         try:
