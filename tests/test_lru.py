@@ -386,3 +386,48 @@ def test_sizeof_objects_with_dict_and_slots():
 
     assert sizing.sizeof(WithDict()) >= 8000
     assert sizing.sizeof(WithSlots()) >= 8000
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_gdsf_matches_a_brute_force_model(twin, seed):
+    """Eviction picks the minimum of clock + hits * cost / size (ties: least recent), with the
+    clock raised to each evicted priority: recomputed from scratch here at every step."""
+    rng = random.Random(seed)
+    idx = twin.LRUIndex(max_bytes=1500, policy="gdsf")
+    model = {}  # key -> [freq, cost, size, tick]
+    clock, tick = 0.0, 0
+
+    def prio(key):
+        freq, cost, size, _ = model[key]
+        return clock + freq * cost / max(size, 1)
+
+    prios = {}
+    for _ in range(2000):
+        key = rng.randrange(60)
+        tick += 1
+        if rng.random() < 0.5:
+            size, cost = rng.randrange(0, 300), rng.choice([0.5, 1.0, 4.0, 20.0])
+            removed = [r[1] for r in idx.part_insert(0, key, key, size, cost=cost)]
+            expected = []
+            if key in model:
+                expected.append(key)
+                del model[key]
+                del prios[key]
+            while model and sum(m[2] for m in model.values()) + size > 1500:
+                victim = min(model, key=lambda k: (prios[k], model[k][3]))
+                clock = prios[victim]
+                expected.append(victim)
+                del model[victim]
+                del prios[victim]
+            model[key] = [1, cost, size, tick]
+            prios[key] = prio(key)
+            assert removed == expected
+        elif key in model:
+            assert idx.part_get(0, key, None) == key
+            model[key][0] += 1
+            model[key][3] = tick
+            prios[key] = prio(key)
+        else:
+            tick -= 1  # a miss does not advance the index's clock of use
+            assert idx.part_get(0, key, None) is None
+    idx.check()

@@ -27,6 +27,9 @@ cdef class LRUIndex:
     cdef uint64_t *ticks
     cdef Py_ssize_t *heap_pos
     cdef Py_ssize_t *heap
+    # the heap key of each heap position: may lag below its entry's (prios, ticks)
+    cdef double *heap_prio
+    cdef uint64_t *heap_tick
     cdef unsigned char *parts
     cdef int64_t *freqs
     # per partition counters
@@ -58,6 +61,7 @@ cdef class LRUIndex:
     cdef bint _heap_less(self, Py_ssize_t i, Py_ssize_t j) noexcept
     cdef void _sift_up(self, Py_ssize_t i) noexcept
     cdef void _sift_down(self, Py_ssize_t i) noexcept
+    cdef void _heap_push(self, Py_ssize_t slot) noexcept
     cdef void _heap_remove(self, Py_ssize_t slot) noexcept
     cdef Py_ssize_t _victim(self, Py_ssize_t keep) noexcept
     cdef tuple _detach(self, Py_ssize_t slot, bint evicted, bint collect)

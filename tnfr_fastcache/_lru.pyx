@@ -58,6 +58,8 @@ cdef enum:
     COLLECT_WITH_EXTRA = 2
     # distinct dependency sets kept shared by TierIndex._intern before it starts over
     INTERN_LIMIT = 4096
+    # parts[slot] of a free slot (partitions are 0..63)
+    FREE_PART = 255
 
 UNSET = object()
 """Default of ``TierIndex.tier_get``'s level: the owner's default partition."""
@@ -113,6 +115,8 @@ cdef class LRUIndex:
         self.ticks = NULL
         self.heap_pos = NULL
         self.heap = NULL
+        self.heap_prio = NULL
+        self.heap_tick = NULL
         self.parts = NULL
         self.freqs = NULL
         self.part_bytes_ = NULL
@@ -163,6 +167,8 @@ cdef class LRUIndex:
         PyMem_Free(self.ticks)
         PyMem_Free(self.heap_pos)
         PyMem_Free(self.heap)
+        PyMem_Free(self.heap_prio)
+        PyMem_Free(self.heap_tick)
         PyMem_Free(self.parts)
         PyMem_Free(self.freqs)
         PyMem_Free(self.part_bytes_)
@@ -206,6 +212,8 @@ cdef class LRUIndex:
         self.ticks = <uint64_t *>_realloc(self.ticks, new_cap * sizeof(uint64_t))
         self.heap_pos = <Py_ssize_t *>_realloc(self.heap_pos, new_cap * sizeof(Py_ssize_t))
         self.heap = <Py_ssize_t *>_realloc(self.heap, new_cap * sizeof(Py_ssize_t))
+        self.heap_prio = <double *>_realloc(self.heap_prio, new_cap * sizeof(double))
+        self.heap_tick = <uint64_t *>_realloc(self.heap_tick, new_cap * sizeof(uint64_t))
         self.parts = <unsigned char *>_realloc(self.parts, new_cap * sizeof(unsigned char))
         self.freqs = <int64_t *>_realloc(self.freqs, new_cap * sizeof(int64_t))
         # One int object per slot, made once, so an insert never allocates one.
@@ -262,21 +270,35 @@ cdef class LRUIndex:
         self.ticks[slot] = self.tick
         if self.gdsf:
             self.freqs[slot] += 1
+            # Only the entry's own priority rises; its heap key catches up lazily (_victim).
             self.prios[slot] = self.clock + self.freqs[slot] * self.costs[slot] / _eff(self.sizes[slot])
-            self._sift_down(self.heap_pos[slot])
 
     cdef bint _heap_less(self, Py_ssize_t i, Py_ssize_t j) noexcept:
-        cdef Py_ssize_t a = self.heap[i], b = self.heap[j]
-        if self.prios[a] != self.prios[b]:
-            return self.prios[a] < self.prios[b]
-        return self.ticks[a] < self.ticks[b]
+        if self.heap_prio[i] != self.heap_prio[j]:
+            return self.heap_prio[i] < self.heap_prio[j]
+        return self.heap_tick[i] < self.heap_tick[j]
 
     cdef void _heap_swap(self, Py_ssize_t i, Py_ssize_t j) noexcept:
         cdef Py_ssize_t a = self.heap[i], b = self.heap[j]
+        cdef double prio = self.heap_prio[i]
+        cdef uint64_t tick = self.heap_tick[i]
         self.heap[i] = b
         self.heap[j] = a
+        self.heap_prio[i] = self.heap_prio[j]
+        self.heap_prio[j] = prio
+        self.heap_tick[i] = self.heap_tick[j]
+        self.heap_tick[j] = tick
         self.heap_pos[b] = i
         self.heap_pos[a] = j
+
+    cdef void _heap_push(self, Py_ssize_t slot) noexcept:
+        cdef Py_ssize_t i = self.heap_len
+        self.heap[i] = slot
+        self.heap_prio[i] = self.prios[slot]
+        self.heap_tick[i] = self.ticks[slot]
+        self.heap_pos[slot] = i
+        self.heap_len += 1
+        self._sift_up(i)
 
     cdef void _sift_up(self, Py_ssize_t i) noexcept:
         cdef Py_ssize_t parent
@@ -305,30 +327,36 @@ cdef class LRUIndex:
     cdef void _heap_remove(self, Py_ssize_t slot) noexcept:
         cdef Py_ssize_t i = self.heap_pos[slot]
         cdef Py_ssize_t last = self.heap_len - 1
+        if i == NONE:
+            return
         if i != last:
             self._heap_swap(i, last)
         self.heap_len -= 1
+        self.heap_pos[slot] = NONE
         if i != last:
             self._sift_down(i)
             self._sift_up(i)
 
     cdef Py_ssize_t _victim(self, Py_ssize_t keep) noexcept:
-        """The entry to evict next, other than ``keep`` (NONE if there is none)."""
-        cdef Py_ssize_t slot, other
+        """The entry to evict next, other than ``keep`` (NONE if there is none).
+
+        GDSF keys in the heap may lag behind their entries' priorities (hits raise only the
+        entry's own, see _touch): a root whose key is stale is refreshed and sunk until the
+        root is current, and then it is the true minimum, since keys only ever lag below.
+        ``keep`` is never in the heap while it is being inserted.
+        """
+        cdef Py_ssize_t slot
         if not self.gdsf:
             slot = self.oldest
             return self.next[slot] if slot == keep and slot != NONE else slot
-        if self.heap_len == 0:
-            return NONE
-        slot = self.heap[0]
-        if slot != keep:
-            return slot
-        # keep is the root: the next smallest is one of its children.
-        if self.heap_len == 1:
-            return NONE
-        if self.heap_len == 2 or self._heap_less(1, 2):
-            return self.heap[1]
-        return self.heap[2]
+        while self.heap_len:
+            slot = self.heap[0]
+            if self.heap_prio[0] == self.prios[slot] and self.heap_tick[0] == self.ticks[slot]:
+                return slot
+            self.heap_prio[0] = self.prios[slot]
+            self.heap_tick[0] = self.ticks[slot]
+            self._sift_down(0)
+        return NONE
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
@@ -337,6 +365,7 @@ cdef class LRUIndex:
         the released objects are dropped only after the bookkeeping is consistent."""
         cdef Py_ssize_t part = self.parts[slot]
         cdef int64_t size = self.sizes[slot]
+        self.parts[slot] = FREE_PART
         key = self.keys[slot]
         PyDict_DelItem(<dict>PyList_GET_ITEM(self.maps, part), key)
         value = self.values[slot]
@@ -406,6 +435,8 @@ cdef class LRUIndex:
             self.values[slot] = value
             self.extras[slot] = extra
             self._unlink(slot)
+            if self.gdsf:
+                self._heap_remove(slot)
             self.total_bytes += size - old_size
             self.part_bytes_[part] += size - old_size
             if collect == COLLECT_ALL or (collect == COLLECT_WITH_EXTRA and old_extra):
@@ -420,10 +451,7 @@ cdef class LRUIndex:
             self.part_bytes_[part] += size
             self.part_counts[part] += 1
             self.count += 1
-            if self.gdsf:
-                self.heap[self.heap_len] = slot
-                self.heap_pos[slot] = self.heap_len
-                self.heap_len += 1
+            self.heap_pos[slot] = NONE
         self.stats[SETS * self.nparts + part] += 1
         self.stats[BYTES_WRITTEN * self.nparts + part] += size
         self.sizes[slot] = size
@@ -433,10 +461,6 @@ cdef class LRUIndex:
         self.tick += 1
         self.ticks[slot] = self.tick
         self._link_newest(slot)
-        if self.gdsf:
-            self.prios[slot] = self.clock + cost / _eff(size)
-            self._sift_down(self.heap_pos[slot])
-            self._sift_up(self.heap_pos[slot])
         while (self.max_entries_ >= 0 and self.count > self.max_entries_) or (
             self.max_bytes_ >= 0 and self.total_bytes > self.max_bytes_
         ):
@@ -449,6 +473,11 @@ cdef class LRUIndex:
                 if removed is None:
                     removed = []
                 removed.append(record)
+        # Into the heap only now, priced at the clock the evictions left. (A __del__ run by
+        # an eviction may have removed it, or even reused its slot, pushing it itself.)
+        if self.gdsf and self.parts[slot] != FREE_PART and self.heap_pos[slot] == NONE:
+            self.prios[slot] = self.clock + cost / _eff(size)
+            self._heap_push(slot)
         return removed
 
     # -- mapping API (partition 0), what LRUCache exposes ---------------------------------
@@ -688,7 +717,10 @@ cdef class LRUIndex:
         if self.gdsf:
             assert self.heap_len == self.count, "heap size mismatch"
             for i in range(self.heap_len):
-                assert self.heap_pos[self.heap[i]] == i, "heap position mismatch"
+                slot = self.heap[i]
+                assert self.heap_pos[slot] == i, "heap position mismatch"
+                assert (self.heap_prio[i], self.heap_tick[i]) <= (self.prios[slot], self.ticks[slot]), \
+                    "heap key ahead of its entry"
                 if i:
                     assert not self._heap_less(i, (i - 1) >> 1), "heap order broken"
 

@@ -30,6 +30,8 @@ COLLECT_ALL = 1
 COLLECT_WITH_EXTRA = 2
 # distinct dependency sets kept shared by TierIndex._intern before it starts over
 INTERN_LIMIT = 4096
+# _parts[slot] of a free slot (partitions are 0..63)
+FREE_PART = 255
 
 UNSET = object()
 """Default of ``TierIndex.tier_get``'s level: the owner's default partition."""
@@ -102,6 +104,8 @@ class LRUIndex:
         self._ticks = []
         self._heap_pos = []
         self._heap = []
+        self._heap_prio = []
+        self._heap_tick = []
         self._parts = []
         self._freqs = []
         self._keys = []
@@ -139,6 +143,7 @@ class LRUIndex:
         for arr, fill in ((self._prev, NONE), (self._next, NONE), (self._sizes, 0),
                           (self._costs, 0.0), (self._expires, 0.0), (self._prios, 0.0),
                           (self._ticks, 0), (self._heap_pos, 0), (self._heap, 0),
+                          (self._heap_prio, 0.0), (self._heap_tick, 0),
                           (self._parts, 0), (self._freqs, 0), (self._keys, None),
                           (self._values, None), (self._extras, None)):
             arr.extend([fill] * extra)
@@ -186,21 +191,30 @@ class LRUIndex:
         self._ticks[slot] = self._tick
         if self._gdsf:
             self._freqs[slot] += 1
+            # Only the entry's own priority rises; its heap key catches up lazily (_victim).
             self._prios[slot] = self._clock + self._freqs[slot] * self._costs[slot] / _eff(self._sizes[slot])
-            self._sift_down(self._heap_pos[slot])
 
     def _heap_less(self, i, j):
-        a, b = self._heap[i], self._heap[j]
-        if self._prios[a] != self._prios[b]:
-            return self._prios[a] < self._prios[b]
-        return self._ticks[a] < self._ticks[b]
+        if self._heap_prio[i] != self._heap_prio[j]:
+            return self._heap_prio[i] < self._heap_prio[j]
+        return self._heap_tick[i] < self._heap_tick[j]
 
     def _heap_swap(self, i, j):
         a, b = self._heap[i], self._heap[j]
-        self._heap[i] = b
-        self._heap[j] = a
+        self._heap[i], self._heap[j] = b, a
+        self._heap_prio[i], self._heap_prio[j] = self._heap_prio[j], self._heap_prio[i]
+        self._heap_tick[i], self._heap_tick[j] = self._heap_tick[j], self._heap_tick[i]
         self._heap_pos[b] = i
         self._heap_pos[a] = j
+
+    def _heap_push(self, slot):
+        i = self._heap_len
+        self._heap[i] = slot
+        self._heap_prio[i] = self._prios[slot]
+        self._heap_tick[i] = self._ticks[slot]
+        self._heap_pos[slot] = i
+        self._heap_len += 1
+        self._sift_up(i)
 
     def _sift_up(self, i):
         while i > 0:
@@ -227,32 +241,40 @@ class LRUIndex:
     def _heap_remove(self, slot):
         i = self._heap_pos[slot]
         last = self._heap_len - 1
+        if i == NONE:
+            return
         if i != last:
             self._heap_swap(i, last)
         self._heap_len -= 1
+        self._heap_pos[slot] = NONE
         if i != last:
             self._sift_down(i)
             self._sift_up(i)
 
     def _victim(self, keep):
-        """The entry to evict next, other than ``keep`` (NONE if there is none)."""
+        """The entry to evict next, other than ``keep`` (NONE if there is none).
+
+        GDSF keys in the heap may lag behind their entries' priorities (hits raise only the
+        entry's own, see _touch): a root whose key is stale is refreshed and sunk until the
+        root is current, and then it is the true minimum, since keys only ever lag below.
+        ``keep`` is never in the heap while it is being inserted.
+        """
         if not self._gdsf:
             slot = self._oldest
             return self._next[slot] if slot == keep and slot != NONE else slot
-        if self._heap_len == 0:
-            return NONE
-        slot = self._heap[0]
-        if slot != keep:
-            return slot
-        if self._heap_len == 1:
-            return NONE
-        if self._heap_len == 2 or self._heap_less(1, 2):
-            return self._heap[1]
-        return self._heap[2]
+        while self._heap_len:
+            slot = self._heap[0]
+            if self._heap_prio[0] == self._prios[slot] and self._heap_tick[0] == self._ticks[slot]:
+                return slot
+            self._heap_prio[0] = self._prios[slot]
+            self._heap_tick[0] = self._ticks[slot]
+            self._sift_down(0)
+        return NONE
 
     def _detach(self, slot, evicted, collect):
         part = self._parts[slot]
         size = self._sizes[slot]
+        self._parts[slot] = FREE_PART
         key = self._keys[slot]
         del self._maps[part][key]
         value = self._values[slot]
@@ -306,6 +328,8 @@ class LRUIndex:
             self._values[slot] = value
             self._extras[slot] = extra
             self._unlink(slot)
+            if self._gdsf:
+                self._heap_remove(slot)
             self._total_bytes += size - old_size
             self._part_bytes[part] += size - old_size
             if collect == COLLECT_ALL or (collect == COLLECT_WITH_EXTRA and old_extra):
@@ -324,10 +348,7 @@ class LRUIndex:
             self._part_bytes[part] += size
             self._part_counts[part] += 1
             self._count += 1
-            if self._gdsf:
-                self._heap[self._heap_len] = slot
-                self._heap_pos[slot] = self._heap_len
-                self._heap_len += 1
+            self._heap_pos[slot] = NONE
         self._stats["sets"][part] += 1
         self._stats["bytes_written"][part] += size
         self._sizes[slot] = size
@@ -337,10 +358,6 @@ class LRUIndex:
         self._tick += 1
         self._ticks[slot] = self._tick
         self._link_newest(slot)
-        if self._gdsf:
-            self._prios[slot] = self._clock + cost / _eff(size)
-            self._sift_down(self._heap_pos[slot])
-            self._sift_up(self._heap_pos[slot])
         while (self._max_entries >= 0 and self._count > self._max_entries) or (
             self._max_bytes >= 0 and self._total_bytes > self._max_bytes
         ):
@@ -353,6 +370,11 @@ class LRUIndex:
                 if removed is None:
                     removed = []
                 removed.append(record)
+        # Into the heap only now, priced at the clock the evictions left. (A __del__ run by
+        # an eviction may have removed it, or even reused its slot, pushing it itself.)
+        if self._gdsf and self._parts[slot] != FREE_PART and self._heap_pos[slot] == NONE:
+            self._prios[slot] = self._clock + cost / _eff(size)
+            self._heap_push(slot)
         return removed
 
     def _check_part(self, part):
@@ -588,7 +610,10 @@ class LRUIndex:
         if self._gdsf:
             assert self._heap_len == self._count, "heap size mismatch"
             for i in range(self._heap_len):
-                assert self._heap_pos[self._heap[i]] == i, "heap position mismatch"
+                slot = self._heap[i]
+                assert self._heap_pos[slot] == i, "heap position mismatch"
+                assert (self._heap_prio[i], self._heap_tick[i]) <= (self._prios[slot], self._ticks[slot]), \
+                    "heap key ahead of its entry"
                 if i:
                     assert not self._heap_less(i, (i - 1) >> 1), "heap order broken"
 
