@@ -207,7 +207,8 @@ cdef struct DecodeJob:
     int error                   # out: DecodeError
     Py_ssize_t error_chunk      # out: the failing chunk, within the segment
 
-DEF CHUNK_ENTRY = 12
+cdef enum:
+    CHUNK_ENTRY = 12            # bytes per chunk table entry: u32 stored length, u64 xxh3_64
 
 
 cdef inline uint32_t _le32(const uint8_t* p) noexcept nogil:
@@ -221,7 +222,7 @@ cdef inline uint64_t _le64(const uint8_t* p) noexcept nogil:
 # Threads per large segment (this process's share of the cores; TNFR_FASTCACHE_THREADS
 # overrides, 1 turns threading off). Segments below THREAD_MIN_BYTES stay on the caller's
 # thread: handing work to a pool costs tens of microseconds.
-threads = max(1, int(os.environ.get("TNFR_FASTCACHE_THREADS", 0)) or min(4, os.cpu_count() or 1))
+threads = max(1, int(os.environ.get("TNFR_FASTCACHE_THREADS") or 0) or min(4, os.cpu_count() or 1))
 THREAD_MIN_BYTES = 2 << 20
 _pool = None
 _pool_pid = None
@@ -558,7 +559,7 @@ def decode_segment(buffer, header, int index, out, bint verify=True):
     cdef const uint8_t[::1] chunk
     cdef uint8_t[::1] dst
     cdef uint8_t[::1] scratch_view
-    cdef Py_ssize_t first, count, i, c, raw, start, stored, offset
+    cdef Py_ssize_t first, count, i, c, raw, start, stored, offset, table_offset
     cdef Py_ssize_t chunk_size = header.chunk_size, frame_len = frame.shape[0], raw_len
     cdef int shuffle, codec_id, error
 
@@ -573,13 +574,14 @@ def decode_segment(buffer, header, int index, out, bint verify=True):
     first, count = segment.first_chunk, segment.n_chunks
     shuffle = segment.shuffle
     codec_id = segment.codec.codec_id
+    table_offset = header.table_offset
     if not (0 <= first and first + count <= len(header.stored) and count == -(-raw_len // chunk_size)
-            and 0 <= header.table_offset and header.table_offset + CHUNK_ENTRY * (first + count) <= frame_len):
+            and 0 <= table_offset and table_offset + CHUNK_ENTRY * (first + count) <= frame_len):
         raise FrameError(f"segment {index}: chunk table does not match the header")
 
     if codec_id == CODEC_NONE or codec_id == CODEC_LZ4:
         error, c = _decode_segment(&frame[0], frame_len, &dst[0], raw_len, chunk_size,
-                                   &frame[header.table_offset + CHUNK_ENTRY * first],
+                                   &frame[table_offset + CHUNK_ENTRY * first],
                                    header.offsets[first : first + count], count, shuffle, codec_id, verify)
         if error != DECODE_OK:
             _raise_decode_error(error, first + c, index, segment.codec.name)
