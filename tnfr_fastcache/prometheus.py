@@ -53,7 +53,7 @@ __all__ = ["TNFRCacheCollector", "export_metrics_to_prometheus", "start_metrics_
 # a subset of the bounds are exact, and 21 buckets keep each series affordable to scrape.
 _EXPORTED = tuple(range(0, len(LATENCY_BUCKETS), 5))
 
-# (snapshot section, counter name, Prometheus name, help)
+# (counter in the snapshot, Prometheus name, help)
 _LEVEL_COUNTERS = (
     ("evictions", "tnfr_cache_evictions_total", "Entries evicted for space."),
     ("invalidations", "tnfr_cache_invalidations_total", "Entries removed by invalidation."),
