@@ -157,6 +157,26 @@ def test_invalidation_by_another_instance_reaches_memory_front(tmp_path):
     b.close()
 
 
+def test_memory_front_asks_the_index_only_after_a_change(tmp_path, monkeypatch):
+    a = CompressedPersistentCache(tmp_path, max_memory_mb=16)
+    b = CompressedPersistentCache(tmp_path)
+    a.set("k", "v", D)
+    a.set("other", 1, D)
+    asked = []
+    real = a._index.token_of
+    monkeypatch.setattr(a._index, "token_of", lambda *args: asked.append(args) or real(*args))
+    assert [a.get("k", D) for _ in range(5)] == ["v"] * 5
+    assert len(asked) == 1  # the first hit checks; nothing has changed since
+    b.set("new", 2, D)  # a new entry replaces nothing: no re-check needed
+    assert a.get("k", D) == "v" and len(asked) == 1
+    b.delete("other", D)  # a removal anywhere: the next hit of each copy checks again
+    assert a.get("k", D) == "v" and len(asked) == 2
+    b.set("k", "replaced", D)
+    assert a.get("k", D) == "replaced" and len(asked) == 3
+    a.close()
+    b.close()
+
+
 def test_entries_lists_records(cache):
     cache.set(("w", 1), np.zeros(1000), D, dependencies={"x", "y"}, computation_cost=3.0, ttl=60)
     cache.set("s", "small", G)

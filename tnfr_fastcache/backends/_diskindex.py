@@ -10,18 +10,25 @@ Every write runs in one ``BEGIN IMMEDIATE`` transaction, so the budget check, th
 and the insertion are atomic across processes; readers never block (WAL).
 """
 
+import fcntl
 import json
+import mmap
 import os
 import sqlite3
+import struct
 import threading
 import time
 from typing import NamedTuple
 
 from ..errors import BackendError, BackendUnavailable
 
-__all__ = ["DiskIndex", "IndexRow", "INDEX_NAME", "FORMAT_VERSION"]
+__all__ = ["DiskIndex", "IndexRow", "INDEX_NAME", "GENERATION_NAME", "FORMAT_VERSION"]
 
 INDEX_NAME = "index.sqlite3"
+# An 8-byte counter every process maps: bumped whenever rows are removed or replaced, so
+# memory copies of entries need re-checking against the index only after it moved.
+GENERATION_NAME = "generation"
+_COUNTER = struct.Struct("<Q")
 FORMAT_VERSION = 1
 
 # Touches (last access times) are batched: an SQLite write per cache hit would cost more
@@ -122,9 +129,11 @@ class DiskIndex:
         self._conn = None
         self._pid = None
         self._touches = {}
-        self._touch_since = time.monotonic()
+        self._touch_since = time.time()
+        self._removed = False
         with self._lock:
             self._connection()
+        self._open_generation(os.path.join(os.fspath(root), GENERATION_NAME))
 
     # -- connection -----------------------------------------------------------------------
 
@@ -166,6 +175,35 @@ class DiskIndex:
                 f"tnfr_fastcache reads up to version {FORMAT_VERSION}"
             )
 
+    def _open_generation(self, path):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if os.fstat(fd).st_size < _COUNTER.size:
+                    # Processes racing here all write zeros: any of them wins.
+                    os.ftruncate(fd, _COUNTER.size)
+                self._generation_map = mmap.mmap(fd, _COUNTER.size)
+            except BaseException:
+                os.close(fd)
+                raise
+        except OSError as exc:
+            raise BackendError(exc.errno, f"disk cache cannot open its change counter: {exc.strerror}", path) from exc
+        # The file stays open for the POSIX lock that makes increments atomic; such locks
+        # are per process, so a forked child excludes its parent as it should.
+        self._generation_file = os.fdopen(fd, "r+b", buffering=0)
+
+    def generation(self):
+        """A number that changes whenever any process removes or replaces an entry."""
+        return _COUNTER.unpack_from(self._generation_map)[0]
+
+    def _bump_generation(self):
+        fcntl.lockf(self._generation_file, fcntl.LOCK_EX)
+        try:
+            value = _COUNTER.unpack_from(self._generation_map)[0]
+            _COUNTER.pack_into(self._generation_map, 0, (value + 1) & 0xFFFFFFFFFFFFFFFF)
+        finally:
+            fcntl.lockf(self._generation_file, fcntl.LOCK_UN)
+
     def close(self):
         """Write pending access times and close this process's connection."""
         with self._lock:
@@ -201,15 +239,22 @@ class DiskIndex:
                 finally:
                     if not wait:
                         conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+                self._removed = False
                 try:
                     self._flush_touches(conn)
                     result = body(conn)
+                    # Bumped before the commit and after it: a process that checked its
+                    # memory copy in between sees the second bump and checks again.
+                    if self._removed:
+                        self._bump_generation()
                     conn.execute("COMMIT")
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
                 raise _as_backend_error(exc, self.path) from exc
+            if self._removed:
+                self._bump_generation()
             return result
 
     # -- meta ---------------------------------------------------------------------------
@@ -275,34 +320,37 @@ class DiskIndex:
     # -- access times -------------------------------------------------------------------
 
     def touch(self, level, digest, when):
-        """Record an access; written with the next transaction or when enough piled up."""
-        with self._lock:
-            self._touches[(level, digest)] = when
-            if len(self._touches) >= _TOUCH_FLUSH_COUNT or (
-                time.monotonic() - self._touch_since > _TOUCH_FLUSH_SECONDS
-            ):
+        """Record an access at ``when`` (``time.time()`` seconds).
+
+        Written with the next transaction, or once enough accesses or seconds piled up.
+        """
+        # No lock on this hot path: a dict store is atomic and a flush swaps the dict out.
+        touches = self._touches
+        touches[(level, digest)] = when
+        if len(touches) >= _TOUCH_FLUSH_COUNT or when - self._touch_since > _TOUCH_FLUSH_SECONDS:
+            with self._lock:
                 try:
                     self._write(lambda conn: None, wait=False)
                 except (BackendError, BackendUnavailable):
                     # Access times only order evictions: a read must not fail because
                     # another process holds the index for long. Keep them for next time.
-                    self._touch_since = time.monotonic()
+                    self._touch_since = when
 
     def _flush_touches(self, conn):
-        if self._touches:
+        touches, self._touches = self._touches, {}
+        if touches:
             conn.executemany(
                 "UPDATE entries SET last_access = MAX(last_access, ?) WHERE level = ? AND digest = ?",
-                [(when, level, digest) for (level, digest), when in self._touches.items()],
+                [(when, level, digest) for (level, digest), when in touches.items()],
             )
-            self._touches.clear()
-        self._touch_since = time.monotonic()
+        self._touch_since = time.time()
 
     # -- writes -------------------------------------------------------------------------
 
-    @staticmethod
-    def _delete_rows(conn, rows):
+    def _delete_rows(self, conn, rows):
         if not rows:
             return
+        self._removed = True
         keys = [(r.level, r.digest) for r in rows]
         conn.executemany("DELETE FROM entries WHERE level = ? AND digest = ?", keys)
         conn.executemany("DELETE FROM deps WHERE level = ? AND digest = ?", keys)

@@ -59,6 +59,8 @@ _TEMP_SUFFIX = ".tmp"
 # the separate checksum pass.
 _SMALL_FILE = 1 << 16
 _READ_RETRIES = 3
+# Bound on remembered checks of memory copies; forgetting them only costs a re-check.
+_MAX_FRONT_CHECKED = 1 << 16
 _LEVEL_NAMES = frozenset(level.value for level in CacheLevel)
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _HEX16 = re.compile(r"[0-9a-f]{16}")
@@ -189,9 +191,9 @@ class CompressedPersistentCache(CacheTier):
         memory-mapped by ``mmap=True``.
     max_memory_mb : float or None
         Size of an in-process memory tier in front of the disk (None: no memory tier).
-        Its entries are checked against the index on every hit (one SQLite lookup,
-        ~10-25 µs), so an entry another process deleted or replaced is never served
-        from memory.
+        A hit is checked against the index (one SQLite lookup) whenever any process
+        has removed or replaced an entry since the last check, so an entry another
+        process deleted or replaced is not served from memory.
     max_disk_mb : float or None
         Bound on the bytes of all value files (MiB; the index database and file-system
         block rounding are not counted), enforced on every write by evicting entries. None keeps the directory's stored limit, which is **no limit** unless some
@@ -252,7 +254,8 @@ class CompressedPersistentCache(CacheTier):
         self._fsync = bool(fsync)
         self.orphan_grace = float(orphan_grace)
         self.metrics = CacheMetrics() if metrics is None else metrics
-        self._persist_levels = frozenset(CacheLevel)
+        # Level values, not members: hashing an Enum member runs Python code on every lookup.
+        self._persisted = frozenset(level.value for level in CacheLevel)
         budget = _budget_bytes(max_disk_mb)
         if eviction is not None and eviction not in EVICTION_POLICIES:
             raise InvalidArgumentError(f"eviction must be one of {EVICTION_POLICIES}, not {eviction!r}")
@@ -279,9 +282,11 @@ class CompressedPersistentCache(CacheTier):
         # Entries kept in memory only (PersistentTNFRCache's unpersisted levels and
         # persist_to_disk=False); a CompressedPersistentCache persists everything.
         self._volatile = None
-        # (digest, level) of persisted levels' entries held in memory only
+        # (digest, level value) of persisted levels' entries held in memory only
         # (persist_to_disk=False), so lookups know to ask the memory-only tier first.
         self._volatile_keys = set()
+        # (digest, level value) -> index generation at which its memory copy was last checked.
+        self._front_checked = {}
         self._dirs_made = set()
         self._dirs_lock = threading.Lock()
 
@@ -353,10 +358,10 @@ class CompressedPersistentCache(CacheTier):
         deps = _check_dependencies(dependencies)
         cost = _check_cost(computation_cost)
         ttl = _check_ttl(ttl)
-        if level not in self._persist_levels:
+        if level.value not in self._persisted:
             return self._set_volatile(digest, value, level, deps, cost, ttl)
-        if (digest, level) in self._volatile_keys:
-            self._volatile_keys.discard((digest, level))
+        if (digest, level.value) in self._volatile_keys:
+            self._volatile_keys.discard((digest, level.value))
             self._volatile.delete(digest, level)
         try:
             return self._set_disk(digest, value, level, deps, cost, ttl)
@@ -369,12 +374,12 @@ class CompressedPersistentCache(CacheTier):
         if self._volatile is None:
             self.metrics.record_rejected(level, tier=self.tier_name)
             return False
-        if level in self._persist_levels:
+        if level.value in self._persisted:
             if self._front is not None:
                 self._front.delete(digest, level)
             removed = self._index.remove(level.value, digest)
             self._remove_rows([removed])
-            self._volatile_keys.add((digest, level))
+            self._volatile_keys.add((digest, level.value))
         return self._volatile.set(digest, value, level, deps, cost, ttl)
 
     def _set_disk(self, digest, value, level, deps, cost, ttl):
@@ -517,17 +522,17 @@ class CompressedPersistentCache(CacheTier):
         start = time.perf_counter()
         level = as_level(level)
         digest = fingerprint_hex(key)
-        if level not in self._persist_levels:
+        if level.value not in self._persisted:
             if self._volatile is None:
                 self.metrics.record_miss(level, time.perf_counter() - start, tier="memory")
                 return None
             # The memory-only tier shares our metrics and counts this hit or miss itself.
             return self._volatile.lookup(digest, level, copy=copy)
-        if (digest, level) in self._volatile_keys:
+        if (digest, level.value) in self._volatile_keys:
             entry = self._volatile.lookup(digest, level, copy=copy)
             if entry is not None:
                 return entry
-            self._volatile_keys.discard((digest, level))
+            self._volatile_keys.discard((digest, level.value))
         if self._front is not None and not mmap:
             entry = self._front_lookup(digest, level, copy)
             if entry is not None:
@@ -557,10 +562,17 @@ class CompressedPersistentCache(CacheTier):
             return None
         token, value = entry.value
         # Another process may have replaced or removed the entry: memory serves it only if
-        # the index still points at the very file this copy was made from.
-        if self._index.token_of(level.value, digest) != token:
-            self._front.delete(digest, level)
-            return None
+        # the index still points at the very file this copy was made from. That is known
+        # without asking the index until some process removes or replaces any entry.
+        generation = self._index.generation()
+        if self._front_checked.get((digest, level.value)) != generation:
+            if self._index.token_of(level.value, digest) != token:
+                self._front.delete(digest, level)
+                self._front_checked.pop((digest, level.value), None)
+                return None
+            if len(self._front_checked) >= _MAX_FRONT_CHECKED:
+                self._front_checked.clear()
+            self._front_checked[(digest, level.value)] = generation
         self._index.touch(level.value, digest, time.time())
         return Entry(value, entry.dependencies, entry.computation_cost, entry.expires_at)
 
@@ -639,7 +651,7 @@ class CompressedPersistentCache(CacheTier):
     def _remove_one(self, digest, level):
         present = False
         if self._volatile is not None:
-            self._volatile_keys.discard((digest, level))
+            self._volatile_keys.discard((digest, level.value))
             present = self._volatile.delete(digest, level)
         if self._front is not None:
             self._front.delete(digest, level)
@@ -699,7 +711,7 @@ class CompressedPersistentCache(CacheTier):
         else:
             level = as_level(level)
             rows = self._index.remove_where("level = ?", (level.value,))
-            self._volatile_keys = {k for k in self._volatile_keys if k[1] is not level}
+            self._volatile_keys = {k for k in self._volatile_keys if k[1] != level.value}
             for tier in (self._front, self._volatile):
                 if tier is not None:
                     tier.invalidate_level(level)
@@ -1012,7 +1024,7 @@ class PersistentTNFRCache(CompressedPersistentCache):
         super().__init__(cache_dir, compression, max_memory_mb, max_disk_mb, **options)
         if persist_levels is None:
             persist_levels = (CacheLevel.GRAPH_STRUCTURE, CacheLevel.DERIVED_METRICS)
-        self._persist_levels = frozenset(as_level(level) for level in persist_levels)
+        self._persisted = frozenset(as_level(level).value for level in persist_levels)
         if max_memory_mb:
             from .memory import TNFRHierarchicalCache
 
@@ -1021,7 +1033,7 @@ class PersistentTNFRCache(CompressedPersistentCache):
     @property
     def persist_levels(self):
         """The levels written to disk (a frozenset of CacheLevel)."""
-        return self._persist_levels
+        return frozenset(CacheLevel(value) for value in self._persisted)
 
     def get_persistent(self, key, level=DEFAULT_LEVEL, *, copy=False, mmap=False, verify=True):
         """Return the value of ``(key, level)`` from memory, else disk; None when absent.
