@@ -3,6 +3,7 @@
 Layout of a cache directory::
 
     cache_dir/index.sqlite3                          the index (SQLite, WAL mode)
+    cache_dir/generation                             8-byte change counter
     cache_dir/<level>/<hex[:2]>/<hex>.<token>.tfc    one frame per entry
 
 ``<hex>`` is :func:`tnfr_fastcache.fingerprint_hex` of the key (never the key text, so a key
@@ -15,7 +16,10 @@ file name, a row never describes another write's file, and a reader holding a fi
 keeps a complete value even if a writer replaces the entry meanwhile.
 
 The index keeps levels, dependencies, sizes, costs and access times, so invalidation in
-one process removes what another wrote, and survives restarts.
+one process removes what another wrote, and survives restarts. The processes sharing a
+directory must run on one machine: SQLite's WAL mode and the change counter
+(``cache_dir/generation``, which tells memory fronts when to re-check) use shared memory,
+which network file systems do not provide.
 
 ``max_disk_mb`` bounds the bytes of all value files and is enforced on every write in the
 same transaction as the insertion (least recently used first, or cheapest to recompute per
