@@ -185,6 +185,10 @@ def test_bad_dependency_names_are_rejected(make_cache):
         cache.set("k", 1, T, dependencies=object())
     with pytest.raises(InvalidArgumentError):
         cache.set("k", 1, T, computation_cost="expensive")
+    with pytest.raises(InvalidArgumentError):
+        cache.invalidate_by_dependency(["a", "b"])
+    with pytest.raises(InvalidArgumentError):
+        cache.invalidate_by_pattern(None)
     assert cache.get("k", T) is None
 
 
@@ -243,7 +247,7 @@ def test_pickle_check_agrees_with_frame_info():
     for value in (np.arange(3), b"bytes", {"a": 1}, 1.5, None):
         frame = dumps(value)
         assert _is_pickle(memoryview(frame)) == (frame_info(frame)["kind"] == "pickle")
-    assert _is_pickle(b"") and _is_pickle(b"\x89TFC\x01")
+    assert not _is_pickle(b"") and not _is_pickle(b"\x89TFC\x01")
 
 
 def test_overwrite_and_delete_remove_old_chunks(make_cache, raw):
@@ -336,6 +340,17 @@ def test_600_mb_value_on_a_default_server(private_redis_server):
 
 
 # -- signatures and pickles --------------------------------------------------------------
+
+
+def test_garbage_frame_without_secret_is_corrupt_not_unsafe(make_cache, raw):
+    cache = make_cache()
+    cache.set("a", np.arange(5), T)
+    name = f"{cache.key_prefix}temporary:{fingerprint_hex('a')}"
+    record = bytearray(raw.get(name))
+    record[-20:] = bytes(20)  # the frame's payload and checksum
+    raw.set(name, bytes(record))
+    assert cache.get("a", T) is None
+    assert cache.get_stats()["corrupt"] == 1
 
 
 def test_unsigned_pickle_is_refused_without_allow_pickle(make_cache):

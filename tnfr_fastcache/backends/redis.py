@@ -274,6 +274,8 @@ class _BulkReader:
         Raises _UnexpectedReply for anything but a bulk string (RESP2 and RESP3 alike).
         """
         while (end := self.pending.find(b"\r\n")) < 0:
+            if len(self.pending) > 1 << 16:  # no reply we ask for has a line this long
+                raise _UnexpectedReply(bytes(self.pending[:80]))
             self._fill()
         line = bytes(self.pending[:end])
         del self.pending[:end + 2]
@@ -302,12 +304,12 @@ def _glob_escape(text):
 
 
 def _is_pickle(frame):
-    """Whether ``frame`` (as documented in docs/FORMAT.md) holds a pickle.
+    """Whether ``frame`` holds a pickle: the kind byte that ``loads`` dispatches on.
 
-    The same kind byte ``loads`` dispatches on, read without parsing the whole header:
-    on a small hit the parse would cost as much as the Redis round trip.
+    Read without parsing the whole header (on a small hit the parse costs a fifth of the
+    Redis round trip). A buffer that is no frame at all is not a pickle: ``loads`` rejects it.
     """
-    return len(frame) < 6 or bytes(frame[:4]) != _FRAME_MAGIC or frame[5] == KIND_PICKLE
+    return len(frame) > 5 and bytes(frame[:4]) == _FRAME_MAGIC and frame[5] == KIND_PICKLE
 
 
 def _as_name(value):
@@ -979,7 +981,9 @@ class RedisCache(CacheTier):
 
     def invalidate_by_dependency(self, dependency):
         """Remove every entry (of any process) that named ``dependency``; return the count."""
-        (dep_name,) = [self._dep_name(d) for d in self._dependencies(dependency)]
+        if not isinstance(dependency, str):
+            raise InvalidArgumentError(f"dependency must be a str name, not {dependency!r}")
+        dep_name = self._dep_name(dependency)
         total = 0
         while True:
             # SPOP takes members out atomically: a writer adding one meanwhile is either
