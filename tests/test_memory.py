@@ -119,7 +119,16 @@ def test_read_only_owned_array_is_stored_without_copy():
     arr.flags.writeable = False
     cache = TNFRHierarchicalCache()
     cache.set("a", arr, D)
-    assert cache.get("a", D) is arr
+    assert cache.get("a", D).base is arr
+
+
+def test_returned_arrays_cannot_be_made_writeable():
+    cache = TNFRHierarchicalCache()
+    cache.set("a", np.arange(10.0), D)
+    for got in (cache.get("a", D), cache.lookup("a", D).value):
+        with pytest.raises(ValueError):
+            got.flags.writeable = True
+    np.testing.assert_array_equal(cache.get("a", D), np.arange(10.0))
 
 
 def test_arrays_inside_containers_are_frozen_and_private():

@@ -85,6 +85,7 @@ cdef class TierIndex(LRUIndex):
     cdef object check_dependencies
     cdef object no_dependencies
     cdef dict scalar_sizes
+    cdef tuple view_types
     cdef dict deps_index
     cdef dict interned
     cdef object lock_acquire

@@ -790,8 +790,9 @@ cdef class TierIndex(LRUIndex):
         ``freeze(value)`` (the value as stored), ``sizeof(value) -> int``,
         ``check_cost(cost) -> float``, ``check_ttl(ttl) -> expiry time``,
         ``check_dependencies(deps) -> frozenset``, ``no_dependencies`` (the empty frozenset
-        given to entries without any) and ``scalar_sizes`` (dict: exact type of immutable
-        values, stored as they are -> their size, or a callable giving it).
+        given to entries without any), ``scalar_sizes`` (dict: exact type of immutable
+        values, stored as they are -> their size, or a callable giving it) and
+        ``view_types`` (types of stored values handed out as ``value.view()``).
     deps_index : dict
         ``dependency -> {(part, key): the entry's dependencies}``, kept up to date by
         :meth:`tier_set` and :meth:`forget`.
@@ -834,6 +835,7 @@ cdef class TierIndex(LRUIndex):
         self.check_dependencies = hooks.check_dependencies
         self.no_dependencies = hooks.no_dependencies
         self.scalar_sizes = dict(hooks.scalar_sizes)
+        self.view_types = tuple(hooks.view_types)
         if not isinstance(deps_index, dict):
             raise InvalidArgumentError(f"deps_index must be a dict, not {deps_index!r}")
         self.deps_index = deps_index
@@ -1161,6 +1163,9 @@ cdef class TierIndex(LRUIndex):
         cdef double cost = self.costs[slot]
         if copy:
             value = self.copier(value)
+        elif isinstance(value, self.view_types):
+            # A view: its writeable flag cannot be turned back on, the owner's could.
+            value = value.view()
         if self.timed:
             now = tnfr_lru_now()
             self._record(part, now - started, cost, now)

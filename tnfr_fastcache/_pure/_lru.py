@@ -640,8 +640,9 @@ class TierIndex(LRUIndex):
         ``freeze(value)`` (the value as stored), ``sizeof(value) -> int``,
         ``check_cost(cost) -> float``, ``check_ttl(ttl) -> expiry time``,
         ``check_dependencies(deps) -> frozenset``, ``no_dependencies`` (the empty frozenset
-        given to entries without any) and ``scalar_sizes`` (dict: exact type of immutable
-        values, stored as they are -> their size, or a callable giving it).
+        given to entries without any), ``scalar_sizes`` (dict: exact type of immutable
+        values, stored as they are -> their size, or a callable giving it) and
+        ``view_types`` (types of stored values handed out as ``value.view()``).
     deps_index : dict
         ``dependency -> {(part, key): the entry's dependencies}``, kept up to date by
         :meth:`tier_set` and :meth:`forget`.
@@ -677,6 +678,7 @@ class TierIndex(LRUIndex):
         self._check_dependencies = hooks.check_dependencies
         self._no_dependencies = hooks.no_dependencies
         self._scalar_sizes = dict(hooks.scalar_sizes)
+        self._view_types = tuple(hooks.view_types)
         if not isinstance(deps_index, dict):
             raise InvalidArgumentError(f"deps_index must be a dict, not {deps_index!r}")
         self._deps_index = deps_index
@@ -932,6 +934,9 @@ class TierIndex(LRUIndex):
             return default
         if copy:
             value = self._copier(value)
+        elif isinstance(value, self._view_types):
+            # A view: its writeable flag cannot be turned back on, the owner's could.
+            value = value.view()
         if self._timed:
             now = _now()
             self._record(part, now - started, cost, now)

@@ -231,6 +231,7 @@ class TNFRHierarchicalCache(CacheTier):
             no_dependencies=_NO_DEPS,
             # what sizing.sizeof would say, without its call; a getsizeof hook sees every value
             scalar_sizes={} if getsizeof is not None else _SCALAR_SIZES,
+            view_types=(np.ndarray,),
         )
         self._index = _lru.TierIndex(
             levels=_LEVELS,
@@ -255,8 +256,9 @@ class TNFRHierarchicalCache(CacheTier):
     def get(self, key, level=DEFAULT_LEVEL, default=None, *, copy=False):
         """Return the value under ``(key, level)``, or ``default`` (None, as upstream) on a miss.
 
-        Arrays come back read-only (``writeable=False``); ``copy=True`` returns a private,
-        writeable copy instead. Pass ``default=MISSING`` to tell a stored None from a miss.
+        Arrays come back as read-only views (``writeable=False``, and numpy refuses to turn
+        it back on); ``copy=True`` returns a private, writeable copy instead. Arrays inside
+        containers are read-only too (their flag could be forced back on: do not). Pass ``default=MISSING`` to tell a stored None from a miss.
         (Instances bind ``get`` straight to the compiled index; this is the same call.)
         """
         return self._index.tier_get(key, level, default, copy=copy)
@@ -276,6 +278,8 @@ class TNFRHierarchicalCache(CacheTier):
         value, deps, cost, expires = found
         if copy:
             value = _private_copy(value)
+        elif isinstance(value, np.ndarray):
+            value = value.view()
         self._index.record_lookup(part, True, time.perf_counter() - started, cost)
         return Entry(value, deps, cost, expires if expires else None)
 
