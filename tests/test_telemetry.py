@@ -2,6 +2,7 @@
 
 import contextlib
 import copy
+import gc
 import io
 import json
 import math
@@ -10,6 +11,7 @@ import pickle
 import signal
 import sys
 import threading
+import weakref
 
 import numpy as np
 import pytest
@@ -443,6 +445,64 @@ def test_forked_child_is_not_stuck_on_a_lock_held_at_fork():
 def test_unhashable_tier_is_refused_clearly():
     with pytest.raises(InvalidArgumentError, match="tier"):
         CacheMetrics().record_hit(DM, 1e-6, tier=["memory"])
+
+
+class _BatchingSource:
+    """Counts hits itself and pushes them with merge(), like the memory tier."""
+
+    def __init__(self, metrics):
+        self.metrics = metrics
+        self.pending = 0
+        self.flushes = 0
+        metrics.register_flush(self.flush)
+
+    def flush(self):
+        self.flushes += 1
+        assert self.metrics.hits >= 0  # a read inside a flush does not flush again
+        other = CacheMetrics()
+        for _ in range(self.pending):
+            other.record_hit(DM, 1e-6, 1.0, tier="memory")
+        self.pending = 0
+        self.metrics.merge(other)
+
+
+def test_registered_flushes_run_before_every_read():
+    m = CacheMetrics()
+    source = _BatchingSource(m)
+    source.pending = 3
+    assert m.hits == 3 and source.flushes == 1
+    source.pending = 2
+    assert m.get_summary()["hits"] == 5
+    source.pending = 1
+    assert m.snapshot()["latency"]["hit"]["memory"]["derived_metrics"]["count"] == 6
+    calls = []
+    m.register_flush(lambda: calls.append(1))
+    m.total_size_bytes
+    assert calls == [1]
+    with pytest.raises(InvalidArgumentError, match="callable"):
+        m.register_flush("flush")
+
+
+def test_a_flushing_source_is_held_weakly():
+    m = CacheMetrics()
+    source = _BatchingSource(m)
+    ref = weakref.ref(source)
+    del source
+    gc.collect()
+    assert ref() is None
+    assert m.hits == 0 and m._flushes == []
+
+
+def test_memory_tier_counts_are_seen_at_once_through_its_flush():
+    from tnfr_fastcache import TNFRHierarchicalCache
+
+    m = CacheMetrics()
+    cache = TNFRHierarchicalCache(max_memory_mb=8, metrics=m)
+    m.register_flush(cache.flush_metrics)  # harmless if the tier registers itself too
+    cache.set("x", 1.0, CacheLevel.TEMPORARY)
+    cache.get("x", CacheLevel.TEMPORARY)
+    cache.get("y", CacheLevel.TEMPORARY)
+    assert m.get_summary()["hit_rate"] == 0.5
 
 
 def test_empty_metrics_summary_and_repr():

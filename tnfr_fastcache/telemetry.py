@@ -25,6 +25,7 @@ events (sets, evictions, errors, ...) update plain counters under the lock.
 """
 
 import collections
+import inspect
 import math
 import numbers
 import os
@@ -303,7 +304,50 @@ class CacheMetrics:
     def __init__(self):
         self._lock = threading.Lock()
         self._reset_state()
+        # sources that count on their own and push with merge(): called before every read
+        self._flushes = []
+        self._pulling = threading.local()
         _instances.add(self)
+
+    def register_flush(self, flush):
+        """Have ``flush()`` called before every read of these metrics.
+
+        For a source that counts events itself and pushes them in batches with
+        :meth:`merge` (the memory tier counts in its compiled index): readers then always
+        see its latest counts. A bound method is held weakly, so registering does not keep
+        its cache alive.
+
+        Parameters
+        ----------
+        flush : callable
+            Takes no argument. It may call :meth:`merge` (reads made inside it do not
+            call the flushes again).
+        """
+        if not callable(flush):
+            raise InvalidArgumentError(f"flush must be callable, got {flush!r}")
+        if inspect.ismethod(flush):
+            ref = weakref.WeakMethod(flush)
+        else:
+            def ref(flush=flush):
+                return flush
+        with self._lock:
+            self._flushes.append(ref)
+
+    def _pull(self):
+        """Run the registered flushes (outside the lock: they call :meth:`merge`)."""
+        if not self._flushes or getattr(self._pulling, "active", False):
+            return
+        self._pulling.active = True
+        try:
+            for ref in list(self._flushes):
+                flush = ref()
+                if flush is None:
+                    with self._lock:
+                        self._flushes = [r for r in self._flushes if r is not ref]
+                else:
+                    flush()
+        finally:
+            self._pulling.active = False
 
     def _reset_state(self):
         # tier -> {level as passed (CacheLevel value or str) -> pending lists}:
@@ -531,6 +575,7 @@ class CacheMetrics:
             the last is the overflow bucket). This is what the Prometheus collector reads
             and what :meth:`merge` accepts.
         """
+        self._pull()
         with self._lock:
             self._fold()
             latency = {"hit": {}, "miss": {}}
@@ -605,6 +650,7 @@ class CacheMetrics:
         With ``front=True``, only the outermost tier's when a :data:`FRONT_TIERS` tier
         recorded any lookup (see :func:`_front_tier`).
         """
+        self._pull()
         with self._lock:
             self._fold()
             keep = _front_tier(t for _, t, _ in self._latency) if front else None
@@ -626,6 +672,7 @@ class CacheMetrics:
 
     def _level_counter(self, name):
         """``{level: n}`` of a per-level counter, summed over tiers."""
+        self._pull()
         with self._lock:
             out = collections.Counter()
             for (n, _, level), count in self._level_counts.items():
@@ -635,6 +682,7 @@ class CacheMetrics:
 
     def _tier_counter(self, name):
         """``{tier: n}`` of a per-tier counter."""
+        self._pull()
         with self._lock:
             return {tier: count for (n, tier), count in self._tier_counts.items() if n == name}
 
@@ -672,12 +720,14 @@ class CacheMetrics:
     @property
     def total_size_bytes(self):
         """Bytes currently stored, as reported with :meth:`adjust_size`."""
+        self._pull()
         with self._lock:
             return sum(self._sizes.values())
 
     @property
     def size_by_level(self):
         """``{level value: bytes}`` summed over tiers."""
+        self._pull()
         with self._lock:
             out = collections.Counter()
             for (_, level), n in self._sizes.items():
@@ -772,6 +822,7 @@ class CacheMetrics:
     @property
     def hash_time(self):
         """Total seconds spent fingerprinting arguments."""
+        self._pull()
         with self._lock:
             self._fold()
             return self._hash_latency.total
@@ -779,6 +830,7 @@ class CacheMetrics:
     @property
     def hash_count(self):
         """Number of argument fingerprints timed."""
+        self._pull()
         with self._lock:
             self._fold()
             return self._hash_latency.count
@@ -814,6 +866,7 @@ class CacheMetrics:
         elif kind in ("set", "hash"):
             if level is not None or (kind == "hash" and tier is not None):
                 raise InvalidArgumentError(f"latency of kind {kind!r} is not kept per level")
+            self._pull()
             with self._lock:
                 self._fold()
                 if kind == "hash":
