@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from contract import CacheTierContract
-from tnfr_fastcache import CacheLevel, InvalidArgumentError, MISSING, TNFRHierarchicalCache
+from tnfr_fastcache import CacheLevel, InvalidArgumentError, TNFRHierarchicalCache
 from tnfr_fastcache.telemetry import CacheMetrics
 
 T = CacheLevel.TEMPORARY

@@ -9,7 +9,6 @@ between threads take a lock around every call (the memory tier does).
 import bisect
 import math
 import operator
-import threading
 import time
 
 from ..errors import CacheKeyError, InvalidArgumentError, UnhashableKeyError, ValueTooLargeError

@@ -173,6 +173,7 @@ class TNFRHierarchicalCache(CacheTier):
 
     Examples
     --------
+    >>> from tnfr_fastcache import CacheLevel
     >>> cache = TNFRHierarchicalCache(max_memory_mb=128)
     >>> cache.set("coherence_global", 0.95, CacheLevel.DERIVED_METRICS,
     ...           dependencies={"graph_topology", "all_node_vf"}, computation_cost=100.0)
