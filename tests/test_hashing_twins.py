@@ -18,7 +18,10 @@ from tnfr_fastcache._impl import load_both
 compiled, pure = load_both("_hashing")
 pytestmark = pytest.mark.skipif(compiled is None, reason="the compiled _hashing is not built")
 
-nx = pytest.importorskip("networkx")
+try:
+    import networkx as nx
+except ImportError:  # the graph test skips; everything else still runs
+    nx = None
 
 
 class Mode(enum.Enum):
@@ -214,9 +217,10 @@ def _random_graph(cls, seed):
     return graph
 
 
-@pytest.mark.parametrize("cls", [nx.Graph, nx.DiGraph, nx.MultiGraph, nx.MultiDiGraph])
-def test_graphs(cls):
-    graph = _random_graph(cls, 11)
+@pytest.mark.skipif(nx is None, reason="networkx is not installed")
+@pytest.mark.parametrize("kind", ["Graph", "DiGraph", "MultiGraph", "MultiDiGraph"])
+def test_graphs(kind):
+    graph = _random_graph(getattr(nx, kind), 11)
     assert_twins_agree(graph)
     assert_twins_agree(graph, graph_attrs="none")
     assert_twins_agree(graph, graph_attrs={"COHERENCE", "missing"})
