@@ -1,7 +1,7 @@
 """Disk tier: our CompressedPersistentCache next to what users would pick instead.
 
-Subjects (each in its own temporary directory on the disk pytest's ``tmp_path`` is on;
-files just written are in the page cache, so loads read memory, not the device):
+Subjects (each in its own temporary directory, on tmpfs when ``/dev/shm`` exists, else in
+pytest's ``tmp_path``; files just written are in the page cache, so loads read memory):
 
 - ``ours-lz4``, ``ours-gzip``, ``ours-none``: :class:`CompressedPersistentCache` with that
   codec, no memory front (every load reads the file); gzip at 8 MB only;
@@ -25,6 +25,8 @@ than diskcache's set; sparse stored bytes at most 1/40 of diskcache's; lz4 ratio
 
 import os
 import pickle
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -34,6 +36,11 @@ from tnfr_fastcache.backends.disk import CompressedPersistentCache
 
 D = CacheLevel.DERIVED_METRICS
 MATRICES = [(1000, "sparse"), (1000, "dense"), (4000, "sparse"), (4000, "dense")]
+# A run writes gigabytes. On a real disk their write-back throttles whichever subject runs
+# next and makes the run I/O bound (and too slow for the CI smoke run); tmpfs measures each
+# implementation's own work. Loads read the page cache either way, and writing fewer bytes
+# (what compression buys) would only help us more on a real disk.
+_TMPFS = "/dev/shm"
 SUBJECTS = ["ours-lz4", "ours-gzip", "ours-none", "seed-pickle-lz4frame", "diskcache", "joblib", "upstream-tnfr"]
 
 
@@ -138,9 +145,11 @@ def subject(request, tmp_path, n):
         # gzip runs at ~40 MB/s on dense floats (PERFORMANCE.md, lesson 4): seconds per
         # round at 128 MB, and nobody should pick it for matrices that size.
         pytest.skip("gzip is measured at 8 MB only")
-    made = Subject(request.param, tmp_path / "cache")
+    root = tempfile.mkdtemp(prefix="bench_disk_", dir=_TMPFS if os.path.isdir(_TMPFS) else tmp_path)
+    made = Subject(request.param, root)
     yield made
     made.close()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.parametrize("subject", SUBJECTS, indirect=True)
@@ -148,7 +157,8 @@ def subject(request, tmp_path, n):
 def test_save(benchmark, make_matrix, subject, n, kind):
     w = make_matrix(n, kind)
     _run(benchmark, subject, f"disk-save-{_label(n, kind)}", w, lambda: subject.save(w))
-    np.testing.assert_array_equal(subject.load(), w)
+    # test_load checks what a save wrote; reading 128 MB back here would double the smoke run.
+    assert subject.stored_bytes() > 0
 
 
 @pytest.mark.parametrize("subject", SUBJECTS, indirect=True)
