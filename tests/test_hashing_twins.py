@@ -148,6 +148,14 @@ def test_a_single_nan_anywhere_in_a_long_payload(dtype):
         assert compiled.fingerprint("odd", array) == pure.fingerprint("odd", array), position
 
 
+def test_values_after_a_rehashed_nan_payload():
+    # a payload with NaNs is hashed twice by the compiled twin; what follows must not notice
+    odd = np.ones(5001, dtype="f4")
+    odd[3] = -np.nan
+    assert_twins_agree(odd, np.arange(3), "tail")
+    assert_twins_agree({"a": odd, "b": [odd, np.ones(3, "f4")]})
+
+
 def test_every_other_item_gathers():
     rng = np.random.default_rng(1)
     for width in range(1, 40):

@@ -524,16 +524,19 @@ cdef extern from *:
         if ((a->fw == 8 || a->fw == 4) && !a->swap && a->nbytes >= TFC_BLOCK && tfc_cpu_avx2()) {
             int rc;
             XXH3_state_t *before;
+            uint64_t total_before;
             if (tfc_spill(s)) return -1;
             before = XXH3_createState();
             if (!before) return -1;
             XXH3_copyState(before, s->state);
+            total_before = s->total;
             tfc_nan_seen = 0;
             a->detect = 1;
             rc = tfc_walk_array(s, a);
             a->detect = 0;
             if (rc == 0 && tfc_nan_seen) {
                 XXH3_copyState(s->state, before);
+                s->total = total_before;
                 rc = tfc_walk_array(s, a);
             }
             XXH3_freeState(before);
