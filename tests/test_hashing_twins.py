@@ -156,6 +156,16 @@ def test_values_after_a_rehashed_nan_payload():
     assert_twins_agree({"a": odd, "b": [odd, np.ones(3, "f4")]})
 
 
+def test_large_buffers_between_arrays():
+    # buffers hashed without the GIL and past the batching buffer, then an array whose
+    # payload alignment depends on every byte before it
+    big = bytes(range(256)) * 300
+    tail = np.arange(5, dtype="f4")
+    assert_twins_agree(big + b"x", tail)
+    assert_twins_agree(bytearray(big) + b"yz", tail, "é" * 5000, tail)
+    assert_twins_agree(memoryview(big)[1:], tail)
+
+
 def test_every_other_item_gathers():
     rng = np.random.default_rng(1)
     for width in range(1, 40):
