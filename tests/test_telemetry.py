@@ -469,6 +469,7 @@ class _BatchingSource:
 def test_registered_flushes_run_before_every_read():
     m = CacheMetrics()
     source = _BatchingSource(m)
+    m.register_flush(source.flush)  # again: still one call per read
     source.pending = 3
     assert m.hits == 3 and source.flushes == 1
     source.pending = 2

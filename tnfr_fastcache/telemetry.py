@@ -321,7 +321,7 @@ class CacheMetrics:
         ----------
         flush : callable
             Takes no argument. It may call :meth:`merge` (reads made inside it do not
-            call the flushes again).
+            call the flushes again). Registering the same one twice has no effect.
         """
         if not callable(flush):
             raise InvalidArgumentError(f"flush must be callable, got {flush!r}")
@@ -331,7 +331,8 @@ class CacheMetrics:
             def ref(flush=flush):
                 return flush
         with self._lock:
-            self._flushes.append(ref)
+            if not any(existing() == flush for existing in self._flushes):
+                self._flushes.append(ref)
 
     def _pull(self):
         """Run the registered flushes (outside the lock: they call :meth:`merge`)."""
