@@ -509,8 +509,8 @@ class CompressedPersistentCache(CacheTier):
             Map the value file instead of reading it: an uncompressed array frame comes
             back as a read-only array backed by the file (the memory front is bypassed).
         verify : bool
-            With ``mmap=True``, False skips the payload checksum so nothing is read until
-            the array is used (the frame header is always checked).
+            False skips the payload checksums (the frame header is always checked); with
+            ``mmap=True`` nothing of the payload is then read until the array is used.
 
         Returns
         -------
