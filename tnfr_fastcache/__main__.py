@@ -292,6 +292,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Inspect and maintain tnfr_fastcache disk cache directories.",
+        epilog="exit codes: 0 success, 1 verify found problems, 2 error",
     )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="also log the library's warnings to stderr"
