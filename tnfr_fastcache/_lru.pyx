@@ -56,6 +56,7 @@ cdef enum:
     COLLECT_NONE = 0
     COLLECT_ALL = 1
     COLLECT_WITH_EXTRA = 2
+    COLLECT_EVICTED_WITH_EXTRA = 3
     # distinct dependency sets kept shared by TierIndex._intern before it starts over
     INTERN_LIMIT = 4096
     # parts[slot] of a free slot (partitions are 0..63)
@@ -407,8 +408,9 @@ cdef class LRUIndex:
     cdef list _insert(self, Py_ssize_t part, object key, object value, int64_t size,
                       double cost, double expires, object extra, int collect):
         """Store an entry; return the removed ones' records (the replaced one first) as the
-        ``collect`` mode asks (COLLECT_NONE, COLLECT_ALL, or COLLECT_WITH_EXTRA: only those
-        whose extra is truthy), or None when there are none."""
+        ``collect`` mode asks (COLLECT_NONE, COLLECT_ALL, COLLECT_WITH_EXTRA: only those
+        whose extra is truthy, or COLLECT_EVICTED_WITH_EXTRA: those but the replaced one),
+        or None when there are none."""
         # The new entry goes in first and eviction follows, skipping it: each step leaves the
         # index consistent, so a released value's __del__ running mid-way sees a whole index.
         cdef Py_ssize_t slot, victim
@@ -467,7 +469,7 @@ cdef class LRUIndex:
             victim = self._victim(slot)
             if victim == NONE:
                 break
-            want = collect == COLLECT_ALL or (collect == COLLECT_WITH_EXTRA and self.extras[victim])
+            want = collect == COLLECT_ALL or (collect != COLLECT_NONE and self.extras[victim])
             record = self._detach(victim, True, want)
             if want:
                 if removed is None:
@@ -978,11 +980,13 @@ cdef class TierIndex(LRUIndex):
         if ttl is not None:
             expires = self.check_ttl(ttl)
         deps_type = type(dependencies)
+        raw_set = None  # a set resolved under the lock, against the entry it replaces
         if (deps_type is tuple or deps_type is set or deps_type is frozenset
                 or deps_type is list) and len(dependencies) == 0:
             deps = self.no_dependencies
         elif deps_type is set or deps_type is frozenset:
-            deps = frozenset(dependencies)  # members of a set are hashable already
+            raw_set = dependencies
+            deps = None
         elif deps_type is tuple or deps_type is list:
             try:
                 deps = frozenset(dependencies)
@@ -1011,17 +1015,20 @@ cdef class TierIndex(LRUIndex):
                 self.stats[REJECTED * self.nparts + part] += 1
                 return False
             same_deps = False
-            if deps:
+            if deps is None or deps:
                 # Same dependencies as the entry replaced: reuse its frozenset, so the
                 # dependency index (which names entries by it) needs no change at all.
                 slot = self._find(part, key)
-                if slot >= 0 and self.extras[slot] == deps:
-                    deps = self.extras[slot]
-                    same_deps = True
-            removed = self._insert(part, key, stored, size, cost, expires, deps, COLLECT_WITH_EXTRA)
+                if slot >= 0:
+                    old_deps = self.extras[slot]
+                    if old_deps is deps or old_deps == (raw_set if deps is None else deps):
+                        deps = old_deps
+                        same_deps = True
+                if deps is None:
+                    deps = self._intern(frozenset(raw_set))  # members of a set are hashable
+            removed = self._insert(part, key, stored, size, cost, expires, deps,
+                                   COLLECT_EVICTED_WITH_EXTRA if same_deps else COLLECT_WITH_EXTRA)
             if removed is not None:
-                if same_deps and (<tuple>removed[0])[4] is deps:
-                    del removed[0]
                 self._forget(removed, None)
             if deps and not same_deps:
                 where = (part, key)

@@ -27,6 +27,7 @@ COUNTER_NAMES = ("hits", "misses", "sets", "bytes_written", "evictions", "evicte
 COLLECT_NONE = 0
 COLLECT_ALL = 1
 COLLECT_WITH_EXTRA = 2
+COLLECT_EVICTED_WITH_EXTRA = 3
 # distinct dependency sets kept shared by TierIndex._intern before it starts over
 INTERN_LIMIT = 4096
 # _parts[slot] of a free slot (partitions are 0..63)
@@ -312,8 +313,9 @@ class LRUIndex:
 
     def _insert(self, part, key, value, size, cost, expires, extra, collect):
         """Store an entry; return the removed ones' records (the replaced one first) as the
-        ``collect`` mode asks (COLLECT_NONE, COLLECT_ALL, or COLLECT_WITH_EXTRA: only those
-        whose extra is truthy), or None when there are none."""
+        ``collect`` mode asks (COLLECT_NONE, COLLECT_ALL, COLLECT_WITH_EXTRA: only those
+        whose extra is truthy, or COLLECT_EVICTED_WITH_EXTRA: those but the replaced one),
+        or None when there are none."""
         removed = None
         if self._max_bytes >= 0 and size > self._max_bytes:
             raise ValueTooLargeError(
@@ -363,7 +365,7 @@ class LRUIndex:
             victim = self._victim(slot)
             if victim == NONE:
                 break
-            want = collect == COLLECT_ALL or (collect == COLLECT_WITH_EXTRA and bool(self._extras[victim]))
+            want = collect == COLLECT_ALL or (collect != COLLECT_NONE and bool(self._extras[victim]))
             record = self._detach(victim, True, want)
             if want:
                 if removed is None:
@@ -781,10 +783,12 @@ class TierIndex(LRUIndex):
             cost = self._check_cost(computation_cost)
         expires = 0.0 if ttl is None else self._check_ttl(ttl)
         deps_type = type(dependencies)
+        raw_set = None  # a set resolved under the lock, against the entry it replaces
         if deps_type in (tuple, set, frozenset, list) and not dependencies:
             deps = self._no_dependencies
         elif deps_type is set or deps_type is frozenset:
-            deps = frozenset(dependencies)
+            raw_set = dependencies
+            deps = None
         elif deps_type is tuple or deps_type is list:
             try:
                 deps = frozenset(dependencies)
@@ -812,17 +816,20 @@ class TierIndex(LRUIndex):
                 self._stats["rejected"][part] += 1
                 return False
             same_deps = False
-            if deps:
+            if deps is None or deps:
                 # Same dependencies as the entry replaced: reuse its frozenset, so the
                 # dependency index (which names entries by it) needs no change at all.
                 slot = self._find(part, key)
-                if slot >= 0 and self._extras[slot] == deps:
-                    deps = self._extras[slot]
-                    same_deps = True
-            removed = self._insert(part, key, stored, size, cost, expires, deps, COLLECT_WITH_EXTRA)
+                if slot >= 0:
+                    old_deps = self._extras[slot]
+                    if old_deps is deps or old_deps == (raw_set if deps is None else deps):
+                        deps = old_deps
+                        same_deps = True
+                if deps is None:
+                    deps = self._intern(frozenset(raw_set))
+            removed = self._insert(part, key, stored, size, cost, expires, deps,
+                                   COLLECT_EVICTED_WITH_EXTRA if same_deps else COLLECT_WITH_EXTRA)
             if removed is not None:
-                if same_deps and removed[0][4] is deps:
-                    del removed[0]
                 self.forget(removed)
             if deps and not same_deps:
                 for dep in deps:
