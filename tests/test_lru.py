@@ -340,6 +340,33 @@ def test_growth_keeps_everything(twin):
     idx.check()
 
 
+def test_out_of_range_partitions_are_refused(twin):
+    idx = twin.LRUIndex(max_entries=4, nparts=2)
+    for part in (-1, 2, 64, 2**40):
+        with pytest.raises(InvalidArgumentError):
+            idx.remove_records([((part, "k"), None)])
+        with pytest.raises(InvalidArgumentError):
+            idx.part_insert(part, "k", 1, 1)
+
+
+@pytest.mark.skipif(COMPILED is None, reason="compiled _lru not built")
+@pytest.mark.parametrize("cls", ["LRUIndex", "TierIndex"])
+def test_uninitialised_index_raises_instead_of_crashing(cls):
+    idx = getattr(COMPILED, cls).__new__(getattr(COMPILED, cls))
+    with pytest.raises(Exception):
+        idx["k"] = 1
+    with pytest.raises(Exception):
+        idx["k"]
+    with pytest.raises(Exception):
+        idx.part_get(0, "k", None)
+    if cls == "TierIndex":
+        with pytest.raises(Exception):
+            idx.tier_get("k")
+        with pytest.raises(Exception):
+            idx.tier_set("k", 1.0)
+    assert len(idx) == 0
+
+
 # -- sizing -------------------------------------------------------------------------------
 
 

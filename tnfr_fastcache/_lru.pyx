@@ -232,7 +232,11 @@ cdef class LRUIndex:
     @cython.boundscheck(False)
     @cython.wraparound(False)
     cdef Py_ssize_t _find(self, Py_ssize_t part, object key) except -2:
-        cdef PyObject *found = PyDict_GetItemWithError(<dict>PyList_GET_ITEM(self.maps, part), key)
+        cdef PyObject *found
+        # The one gate to self.maps: an unchecked index here would read past the list.
+        if <size_t>part >= <size_t>self.nparts:
+            _check_part(part, self.nparts)
+        found = PyDict_GetItemWithError(<dict>PyList_GET_ITEM(self.maps, part), key)
         if found == NULL:
             if PyErr_Occurred():
                 _raise_unhashable(key)
@@ -418,6 +422,7 @@ cdef class LRUIndex:
         cdef bint want
         cdef PyObject *found
         cdef list removed = None
+        _check_part(part, self.nparts)
         if self.max_bytes_ >= 0 and size > self.max_bytes_:
             raise ValueTooLargeError(
                 f"a value of {size} bytes cannot fit in a budget of {self.max_bytes_} bytes"
@@ -826,6 +831,8 @@ cdef class TierIndex(LRUIndex):
             raise InvalidArgumentError(f"levels needs {self.nparts} items, got {len(self.levels)}")
         self.default_part = _check_part(default_part, self.nparts)
         self.level_parts = dict(level_parts)
+        for part in self.level_parts.values():
+            _check_part(part, self.nparts)
         self.resolve_level = hooks.resolve_level
         self.copier = hooks.copier
         self.on_expired = hooks.on_expired
@@ -883,10 +890,10 @@ cdef class TierIndex(LRUIndex):
                 return i
         found = PyDict_GetItemWithError(self.level_parts, level)
         if found != NULL:
-            return <Py_ssize_t>(<object>found)
+            return <Py_ssize_t>(<object>found)  # checked in __init__
         if PyErr_Occurred():
             PyErr_Clear()
-        return self.resolve_level(level)
+        return _check_part(self.resolve_level(level), self.nparts)
 
     def part_of(self, level=UNSET):
         """The partition of ``level`` (the default partition when not given)."""

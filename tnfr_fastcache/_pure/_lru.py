@@ -153,6 +153,8 @@ class LRUIndex:
         self._capacity = new_cap
 
     def _find(self, part, key):
+        if not 0 <= part < self.nparts:
+            self._check_part(part)
         try:
             return self._maps[part].get(key, NONE)
         except TypeError:
@@ -668,6 +670,8 @@ class TierIndex(LRUIndex):
             raise InvalidArgumentError(f"levels needs {self.nparts} items, got {len(self._levels)}")
         self._default_part = self._check_part(default_part)
         self._level_parts = dict(level_parts)
+        for part in self._level_parts.values():
+            self._check_part(part)
         self._resolve_level = hooks.resolve_level
         self._copier = hooks.copier
         self._on_expired = hooks.on_expired
@@ -707,7 +711,7 @@ class TierIndex(LRUIndex):
         try:
             return self._level_parts[level]
         except (KeyError, TypeError):
-            return self._resolve_level(level)
+            return self._check_part(self._resolve_level(level))
 
     def _unindex(self, where, deps, dependency):
         """Drop ``where`` = (part, key) from ``deps_index`` under each of ``deps`` but
