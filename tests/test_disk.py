@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from contract import CacheTierContract
 from tnfr_fastcache import (
@@ -786,3 +788,54 @@ def test_upstream_level_members_are_accepted(tmp_path):
         tier.set_persistent("k", 1, UpstreamLevel.GRAPH_STRUCTURE, set())
         assert tier.get_persistent("k", G) == 1
         assert tier.get_persistent("k", UpstreamLevel.GRAPH_STRUCTURE) == 1
+
+
+# -- model check ----------------------------------------------------------------------------
+
+_OPS = st.one_of(
+    st.tuples(st.just("set"), st.integers(0, 5), st.sampled_from([D, G]), st.integers(0, 99),
+              st.frozensets(st.sampled_from(["a", "b"]), max_size=2)),
+    st.tuples(st.just("delete"), st.integers(0, 5), st.sampled_from([D, G])),
+    st.tuples(st.just("invalidate"), st.sampled_from(["a", "b"])),
+    st.tuples(st.just("invalidate_level"), st.sampled_from([D, G])),
+    st.tuples(st.just("reopen"), st.booleans()),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(_OPS, max_size=30))
+def test_random_operations_match_a_dict_model(tmp_path_factory, ops):
+    root = tmp_path_factory.mktemp("model")
+    model = {}  # (key, level) -> (value, dependencies)
+    tier = CompressedPersistentCache(root, max_memory_mb=4)
+    other = CompressedPersistentCache(root)  # a second "process" sharing the directory
+    for op in ops:
+        if op[0] == "set":
+            _, key, level, value, deps = op
+            assert (tier if value % 2 else other).set(key, value, level, dependencies=deps) is True
+            model[key, level] = (value, deps)
+        elif op[0] == "delete":
+            _, key, level = op
+            assert tier.delete(key, level) is ((key, level) in model)
+            model.pop((key, level), None)
+        elif op[0] == "invalidate":
+            gone = [k for k, (_, deps) in model.items() if op[1] in deps]
+            assert other.invalidate_by_dependency(op[1]) == len(gone)
+            for k in gone:
+                del model[k]
+        elif op[0] == "invalidate_level":
+            gone = [k for k in model if k[1] is op[1]]
+            assert tier.invalidate_level(op[1]) == len(gone)
+            for k in gone:
+                del model[k]
+        else:
+            tier.close()
+            tier = CompressedPersistentCache(root, max_memory_mb=4 if op[1] else None)
+        for key in range(6):
+            for level in (D, G):
+                expected = model.get((key, level), (None,))[0]
+                assert tier.get(key, level) == expected
+        assert len(tier) == len(other) == len(model)
+    assert tier.verify() == []
+    tier.close()
+    other.close()
