@@ -103,7 +103,7 @@ cdef extern from *:
             XXH_PREFETCH(in + XXH_PREFETCH_DIST);
             XXH3_accumulate_512_avx2(acc, in, secret + n * XXH_SECRET_CONSUME_RATE);
             __m256d a = _mm256_loadu_pd((const double *)in), b = _mm256_loadu_pd((const double *)(in + 32));
-            flag = _mm256_or_pd(flag, _mm256_or_pd(_mm256_cmp_pd(a, a, _CMP_UNORD_Q), _mm256_cmp_pd(b, b, _CMP_UNORD_Q)));
+            flag = _mm256_or_pd(flag, _mm256_cmp_pd(a, b, _CMP_UNORD_Q));  /* a or b is NaN */
         }
         if (_mm256_movemask_pd(flag)) tfc_nan_seen = 1;
     }
@@ -116,7 +116,7 @@ cdef extern from *:
             XXH_PREFETCH(in + XXH_PREFETCH_DIST);
             XXH3_accumulate_512_avx2(acc, in, secret + n * XXH_SECRET_CONSUME_RATE);
             __m256 a = _mm256_loadu_ps((const float *)in), b = _mm256_loadu_ps((const float *)(in + 32));
-            flag = _mm256_or_ps(flag, _mm256_or_ps(_mm256_cmp_ps(a, a, _CMP_UNORD_Q), _mm256_cmp_ps(b, b, _CMP_UNORD_Q)));
+            flag = _mm256_or_ps(flag, _mm256_cmp_ps(a, b, _CMP_UNORD_Q));
         }
         if (_mm256_movemask_ps(flag)) tfc_nan_seen = 1;
     }
