@@ -24,6 +24,8 @@ manifest last, in one Lua script that checks they are all there: readers see the
 or the new one, never a mix.
 """
 
+import errno
+import functools
 import hashlib
 import hmac
 import json
@@ -32,6 +34,7 @@ import math
 import os
 import re
 import secrets
+import socket
 import struct
 import threading
 import time
@@ -232,6 +235,15 @@ class _Immediate:
         return run
 
 
+def _kernel_timeouts(connection, seconds):
+    """redis-py connect hook: kernel send/receive timeouts, then the usual handshake."""
+    whole = int(seconds)
+    timeval = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+    for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+        connection._sock.setsockopt(socket.SOL_SOCKET, option, timeval)
+    connection.on_connect()
+
+
 def _plain_socket(connection):
     """The socket of a connected redis-py connection whose parser holds nothing, else None.
 
@@ -268,21 +280,16 @@ class _BulkReader:
             raise redis.exceptions.ConnectionError("Redis closed the connection")
         self.pending += data
 
-    def read_into(self, view):
-        """Read one reply into ``view``; False if it is a bulk string of another length.
-
-        Raises _UnexpectedReply for anything but a bulk string (RESP2 and RESP3 alike).
-        """
+    def _line(self):
         while (end := self.pending.find(b"\r\n")) < 0:
             if len(self.pending) > 1 << 16:  # no reply we ask for has a line this long
                 raise _UnexpectedReply(bytes(self.pending[:80]))
             self._fill()
         line = bytes(self.pending[:end])
         del self.pending[:end + 2]
-        if line[:1] != b"$":
-            raise _UnexpectedReply(line[:80])
-        if line[1:] != str(len(view)).encode():
-            return False
+        return line
+
+    def _payload_into(self, view):
         n = min(len(self.pending), len(view))
         view[:n] = self.pending[:n]
         del self.pending[:n]
@@ -296,7 +303,30 @@ class _BulkReader:
         if self.pending[:2] != b"\r\n":
             raise _UnexpectedReply(bytes(self.pending[:80]))
         del self.pending[:2]
+
+    def read_into(self, view):
+        """Read one reply into ``view``; False if it is a bulk string of another length.
+
+        Raises _UnexpectedReply for anything but a bulk string (RESP2 and RESP3 alike).
+        """
+        line = self._line()
+        if line[:1] != b"$":
+            raise _UnexpectedReply(line[:80])
+        if line[1:] != str(len(view)).encode():
+            return False
+        self._payload_into(view)
         return True
+
+    def read_bulk(self):
+        """Read one bulk-string reply: a new bytearray, or None for a missing key."""
+        line = self._line()
+        if line in (b"$-1", b"_"):  # RESP2 and RESP3 nulls
+            return None
+        if line[:1] != b"$" or not line[1:].isdigit():
+            raise _UnexpectedReply(line[:80])
+        data = bytearray(int(line[1:]))
+        self._payload_into(memoryview(data))
+        return data
 
 
 def _glob_escape(text):
@@ -459,9 +489,15 @@ class RedisCache(CacheTier):
         if client is not None:
             self._client = client
             self._own_client = False
+            self.socket_timeout = None  # the client's own business
         else:
+            self.socket_timeout = self._positive("socket_timeout", socket_timeout)
             options = dict(
-                socket_timeout=self._positive("socket_timeout", socket_timeout),
+                # The read/write timeout is the kernel's (SO_RCVTIMEO/SO_SNDTIMEO on a
+                # blocking socket): Python's own socket timeout polls before every recv,
+                # ~20 us per round trip here, as much as decoding a small value.
+                socket_timeout=None,
+                redis_connect_func=functools.partial(_kernel_timeouts, seconds=self.socket_timeout),
                 socket_connect_timeout=self._positive("socket_connect_timeout", socket_connect_timeout),
                 # One immediate retry replaces a pooled connection the server dropped (a
                 # restart); redis-py's default backoff retries cost seconds per call in an outage.
@@ -563,14 +599,22 @@ class RedisCache(CacheTier):
         self.metrics.record_error(tier=self.tier_name, exc=exc)
         if log:
             logger.warning(
-                "Redis at %s unreachable (%s: %s); skipping the Redis tier for %gs",
-                self.address, type(exc).__name__, exc, self.retry_interval,
+                "Redis at %s unreachable (%s); skipping the Redis tier for %gs",
+                self.address, self._explain(exc), self.retry_interval,
             )
         if self._own_client:
             # Every pooled connection is stale after a server restart: drop them all now
             # rather than fail once per connection later.
             self._client.connection_pool.disconnect()
-        return BackendUnavailable(f"Redis at {self.address} is unreachable: {type(exc).__name__}: {exc}")
+        return BackendUnavailable(f"Redis at {self.address} is unreachable: {self._explain(exc)}")
+
+    def _explain(self, exc):
+        # A kernel receive/send timeout surfaces as EAGAIN, which redis-py words as a
+        # socket error: say what it means.
+        if getattr(exc, "errno", None) in (errno.EAGAIN, errno.EWOULDBLOCK) or "Resource temporarily unavailable" in str(exc):
+            within = "in time" if self.socket_timeout is None else f"within socket_timeout={self.socket_timeout:g}s"
+            return f"Timeout: no answer {within}"
+        return f"{type(exc).__name__}: {exc}"
 
     def _call(self, fn, *args, **kwargs):
         """Run one client operation under the circuit breaker, mapping redis-py's errors."""
@@ -741,37 +785,51 @@ class RedisCache(CacheTier):
                     target[:] = part
         return buffer
 
-    def _read_direct(self, names, views):
-        """GET ``names`` pipelined, each reply straight into its view; False if not possible.
+    def _on_socket(self, commands, read):
+        """Send ``commands`` pipelined and return ``(True, read(reader))`` from the socket.
 
         Possible on a redis-py connection pool whose connections use redis-py's own reader
-        (the client this cache builds, and most user clients); cluster clients, hiredis
-        readers and unexpected replies give False and the caller uses redis-py's reader.
+        (the client this cache builds, and most user clients); with a cluster client, a
+        hiredis reader or a reply other than the bulk strings asked for, it returns
+        ``(False, None)`` and the caller goes through redis-py instead.
         """
         pool = getattr(self._client, "connection_pool", None)
-        if _SocketBuffer is None or pool is None:
-            return False
+        if _SocketBuffer is None or pool is None or self._cluster:
+            return False, None
         connection = pool.get_connection()
         clean = False
         try:
             sock = _plain_socket(connection)
             if sock is None:
                 clean = True
-                return False
-            connection.send_packed_command(connection.pack_commands([("GET", n) for n in names]))
+                return False, None
+            connection.send_packed_command(connection.pack_commands(commands))
             reader = _BulkReader(sock)
             try:
-                for view in views:
-                    if not reader.read_into(view):
-                        raise _ChunksChanged()  # replies left unread: the connection is dropped below
+                result = read(reader)
             except _UnexpectedReply:
-                return False
+                return False, None  # replies left unread: the connection is dropped below
             clean = not reader.pending
-            return True
+            return True, result
         finally:
             if not clean:
                 connection.disconnect()
             pool.release(connection)
+
+    def _read_direct(self, names, views):
+        """GET ``names`` pipelined, each reply straight into its view; False if not possible."""
+        def read(reader):
+            for view in views:
+                if not reader.read_into(view):
+                    raise _ChunksChanged()  # the connection is dropped on the way out
+
+        return self._on_socket([("GET", n) for n in names], read)[0]
+
+    def _get(self, name):
+        """GET one record: on the socket when possible, since redis-py's command path costs
+        as much again as decoding a small value; else through redis-py."""
+        done, raw = self._on_socket([("GET", name)], _BulkReader.read_bulk)
+        return raw if done else self._client.get(name)
 
     def _discard(self, name, exc):
         """Delete a corrupt or forged record, count it and log it."""
@@ -783,7 +841,7 @@ class RedisCache(CacheTier):
         """Return ``(value, meta, raw size, stored size)`` of entry ``name``, or None on a miss."""
         previous = None
         for _attempt in range(5):
-            raw = self._call(self._client.get, name)
+            raw = self._call(self._get, name)
             if raw is None:
                 return None
             try:
