@@ -546,6 +546,22 @@ def test_verify_reports_and_fixes_every_kind_of_problem(tmp_path):
         assert tier.get_stats()["disk_size_bytes"] == os.path.getsize(_only_file(tier, "good"))
 
 
+def test_verify_ignores_entries_replaced_while_it_runs(tmp_path, monkeypatch):
+    with CompressedPersistentCache(tmp_path) as tier:
+        tier.set("k", 1, D)
+        other = CompressedPersistentCache(tmp_path)
+        real_rows = tier._index.rows
+
+        def rows_then_replace(*args):
+            listed = real_rows(*args)
+            other.set("k", 2, D)  # another process replaces the entry after the listing
+            return listed
+
+        monkeypatch.setattr(tier._index, "rows", rows_then_replace)
+        assert tier.verify() == []
+        other.close()
+
+
 def test_gc_removes_expired_orphans_and_evicts(tmp_path):
     with CompressedPersistentCache(tmp_path, compression="none", orphan_grace=0) as tier:
         tier.set("short", 1, D, ttl=0.01)

@@ -899,6 +899,8 @@ class CompressedPersistentCache(CacheTier):
                 else:
                     serialize.verify_frame(data)
             except FileNotFoundError:
+                if self._index.token_of(row.level, row.digest) != row.token:
+                    continue  # replaced or removed by a writer since the rows were listed
                 problem = "missing file (index row without file)"
             except FrameError as exc:
                 problem = f"corrupt frame: {exc}"
