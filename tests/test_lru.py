@@ -458,3 +458,19 @@ def test_gdsf_matches_a_brute_force_model(twin, seed):
             tick -= 1  # a miss does not advance the index's clock of use
             assert idx.part_get(0, key, None) is None
     idx.check()
+
+
+def test_drop_in_for_cachetools_cached():
+    cachetools = pytest.importorskip("cachetools")
+    calls = []
+
+    @cachetools.cached(LRUCache(max_bytes=10_000))
+    def square(n):
+        calls.append(n)
+        return np.full(n, float(n))  # 800 kB for n=100_000: too large, simply not stored
+
+    square(10)
+    square(10)
+    square(100_000)
+    square(100_000)
+    assert calls == [10, 100_000, 100_000]
