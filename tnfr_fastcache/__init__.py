@@ -31,9 +31,13 @@ __version__ = "0.1.0"
 _LAZY = {
     "dumps": "serialize",
     "loads": "serialize",
+    "frame_info": "serialize",
+    "verify_frame": "serialize",
     "fingerprint": "keys",
     "fingerprint_hex": "keys",
     "register_fingerprint": "keys",
+    "Prehashed": "keys",
+    "DIGEST_VERSION": "keys",
     "LRUCache": "lru",
     "TNFRHierarchicalCache": "backends.memory",
     "PersistentTNFRCache": "backends.disk",
