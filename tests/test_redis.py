@@ -755,3 +755,17 @@ def test_redis_cluster_client(redis_cluster):
     assert len(cache) == 0
     assert not any(node.client().dbsize() for node in redis_cluster.nodes)
     client.close()
+
+
+def test_unix_socket_url(tmp_path):
+    from redis_server import RedisServer
+
+    path = str(tmp_path / "redis.sock")
+    with RedisServer(directory=str(tmp_path), extra_args=["--unixsocket", path, "--unixsocketperm", "700"]):
+        cache = RedisCache(url=f"unix://{path}", secret="s", chunk_size=SMALL_CHUNK)
+        value = np.random.default_rng(9).random(30_000)
+        cache.set("w", value, D, dependencies={"dep"})
+        np.testing.assert_array_equal(cache.get("w", D), value)
+        assert cache.address == path
+        assert cache.invalidate_by_dependency("dep") == 1
+        cache.close()
