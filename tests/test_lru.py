@@ -474,3 +474,60 @@ def test_drop_in_for_cachetools_cached():
     square(100_000)
     square(100_000)
     assert calls == [10, 100_000, 100_000]
+
+
+def _tier_index(module, lock):
+    import types
+
+    deps_index = {}
+    hooks = types.SimpleNamespace(
+        resolve_level=lambda level: {"zero": 0, "one": 1}[level],
+        copier=list,
+        on_expired=lambda part, key: None,
+        flush=None,
+        freeze=lambda value: value,
+        sizeof=lambda value: 10 * len(value),
+        check_cost=float,
+        check_ttl=lambda ttl: 0.0,
+        check_dependencies=frozenset,
+        no_dependencies=frozenset(),
+        scalar_sizes={int: 24},
+        view_types=(),
+    )
+    index = module.TierIndex(
+        levels=("L0", "L1"), level_parts={"l0": 0, "l1": 1}, default_part=1, hooks=hooks,
+        deps_index=deps_index, lock=lock, max_bytes=400, policy="gdsf", nparts=2,
+    )
+    return index, deps_index
+
+
+@pytest.mark.skipif(COMPILED is None, reason="compiled _lru not built")
+@settings(max_examples=100, deadline=None)
+@given(ops=st.lists(st.tuples(
+    st.sampled_from(["set", "set", "get", "inv", "invpart"]),
+    st.sampled_from(["L0", "L1", "l0", "zero", "one"]),
+    st.integers(0, 12),
+    st.sampled_from([(), ("a",), ("a", "b"), ("b",)]),
+    st.one_of(st.integers(0, 5), st.lists(st.integers(), max_size=8)),
+), max_size=60))
+def test_tier_index_twins_agree(ops):
+    import threading
+
+    def run(module):
+        index, deps_index = _tier_index(module, threading.Lock())
+        log = []
+        for op, level, key, deps, value in ops:
+            if op == "set":
+                log.append(index.tier_set(key, value, level, set(deps), 2.0))
+            elif op == "get":
+                log.append(index.tier_get(key, level, "miss", copy=isinstance(value, list)))
+            elif op == "inv":
+                entries = deps_index.pop(deps[0] if deps else "a", None)
+                log.append(index.invalidate_entries(entries, deps[0] if deps else "a") if entries else None)
+            else:
+                log.append(index.invalidate_part(index.part_of(level)))
+            index.check()
+        snapshot = {dep: sorted(map(repr, entries)) for dep, entries in deps_index.items()}
+        return log, index.counters(), index.part_keys(0), index.part_keys(1), snapshot
+
+    assert run(COMPILED) == run(PURE)
