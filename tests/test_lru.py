@@ -482,7 +482,7 @@ def _tier_index(module, lock):
     deps_index = {}
     hooks = types.SimpleNamespace(
         resolve_level=lambda level: {"zero": 0, "one": 1}[level],
-        copier=list,
+        copier=lambda value: list(value) if isinstance(value, list) else -value,
         on_expired=lambda part, key: None,
         flush=None,
         freeze=lambda value: value,
