@@ -90,6 +90,7 @@ _PROVISIONAL_CHUNK_MS = 600_000
 # group, and the server's reply buffer for us stays bounded.
 _READ_GROUP_BYTES = 32 << 20
 _SCAN_BATCH = 500
+_OFFLINE = object()  # get_or_compute's marker: Redis failed, compute without it
 
 # redis-py raises these (or OSError from the socket) when the server is unreachable.
 _UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
@@ -1129,7 +1130,11 @@ class RedisCache(CacheTier):
                 time.sleep(delay)
                 delay = min(2 * delay, 0.05)
         except (BackendUnavailable, BackendError, UnsafePickleError):
-            return fn()  # the tier cannot help now: compute, as the decorator would on a miss
+            token = _OFFLINE
+        if token is _OFFLINE:
+            # The tier cannot help now: compute, as the decorator would on a miss (outside
+            # the handler, so fn's own errors do not come chained to the tier's).
+            return fn()
         self.metrics.record_miss(level, time.monotonic() - start, tier=self.tier_name)
         stop_renewing = self._keep_lease(lease, fence, token, lease_ms, fence_ms)
         try:
