@@ -14,6 +14,7 @@ The executable is ``$TNFR_FASTCACHE_REDIS_SERVER``, else ``redis-server`` on the
 ``.ci/dev``); it never skips them.
 """
 
+import atexit
 import os
 import shutil
 import signal
@@ -77,6 +78,7 @@ class RedisServer:
         self._own_dir = directory is None
         self.directory = tempfile.mkdtemp(prefix="tnfr-redis-") if directory is None else directory
         self.process = None
+        self._at_exit = False
 
     @property
     def url(self):
@@ -120,6 +122,10 @@ class RedisServer:
                 self._reap(signal.SIGKILL)
                 continue
             self.port = port
+            if not self._at_exit:
+                # A script that dies without stop() must not leave a server behind.
+                atexit.register(self.stop)
+                self._at_exit = True
             return self
         raise RuntimeError(f"could not start {self.executable}: {last_error}")
 
