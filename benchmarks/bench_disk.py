@@ -1,7 +1,10 @@
 """Disk tier: our CompressedPersistentCache next to what users would pick instead.
 
-Subjects (each in its own temporary directory, on tmpfs when ``/dev/shm`` exists, else in
-pytest's ``tmp_path``; files just written are in the page cache, so loads read memory):
+Subjects (each in its own temporary directory under pytest's ``tmp_path``, on the disk
+users keep caches on, or under ``$TNFR_BENCH_DISK_DIR``; files just written are in the
+page cache, so loads read memory; each directory is removed after its benchmark, before
+write-back, so one subject's gigabytes do not slow the next). tmpfs is not the default:
+reading its pages into a fresh numpy buffer is measurably slower than from ext4's.
 
 - ``ours-lz4``, ``ours-gzip``, ``ours-none``: :class:`CompressedPersistentCache` with that
   codec, no memory front (every load reads the file); gzip at 8 MB only;
@@ -36,11 +39,6 @@ from tnfr_fastcache.backends.disk import CompressedPersistentCache
 
 D = CacheLevel.DERIVED_METRICS
 MATRICES = [(1000, "sparse"), (1000, "dense"), (4000, "sparse"), (4000, "dense")]
-# A run writes gigabytes. On a real disk their write-back throttles whichever subject runs
-# next and makes the run I/O bound (and too slow for the CI smoke run); tmpfs measures each
-# implementation's own work. Loads read the page cache either way, and writing fewer bytes
-# (what compression buys) would only help us more on a real disk.
-_TMPFS = "/dev/shm"
 SUBJECTS = ["ours-lz4", "ours-gzip", "ours-none", "seed-pickle-lz4frame", "diskcache", "joblib", "upstream-tnfr"]
 
 
@@ -145,10 +143,11 @@ def subject(request, tmp_path, n):
         # gzip runs at ~40 MB/s on dense floats (PERFORMANCE.md, lesson 4): seconds per
         # round at 128 MB, and nobody should pick it for matrices that size.
         pytest.skip("gzip is measured at 8 MB only")
-    root = tempfile.mkdtemp(prefix="bench_disk_", dir=_TMPFS if os.path.isdir(_TMPFS) else tmp_path)
+    root = tempfile.mkdtemp(prefix="bench_disk_", dir=os.environ.get("TNFR_BENCH_DISK_DIR") or tmp_path)
     made = Subject(request.param, root)
     yield made
     made.close()
+    # Deleted before write-back starts, the files cost the next subject no disk I/O.
     shutil.rmtree(root, ignore_errors=True)
 
 
