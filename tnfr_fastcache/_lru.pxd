@@ -4,6 +4,14 @@
 from libc.stdint cimport int64_t, uint64_t
 
 
+# One GDSF heap position: its key (which may lag below its entry's priority and tick) and
+# the entry's slot, together so that a node's four children share two cache lines.
+cdef struct HeapItem:
+    double prio
+    uint64_t tick
+    Py_ssize_t slot
+
+
 cdef class LRUIndex:
     # Python-visible state
     cdef readonly Py_ssize_t nparts
@@ -26,10 +34,7 @@ cdef class LRUIndex:
     cdef double *prios
     cdef uint64_t *ticks
     cdef Py_ssize_t *heap_pos
-    cdef Py_ssize_t *heap
-    # the heap key of each heap position: may lag below its entry's (prios, ticks)
-    cdef double *heap_prio
-    cdef uint64_t *heap_tick
+    cdef HeapItem *heap
     cdef unsigned char *parts
     cdef int64_t *freqs
     # per partition counters

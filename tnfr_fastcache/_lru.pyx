@@ -116,8 +116,6 @@ cdef class LRUIndex:
         self.ticks = NULL
         self.heap_pos = NULL
         self.heap = NULL
-        self.heap_prio = NULL
-        self.heap_tick = NULL
         self.parts = NULL
         self.freqs = NULL
         self.part_bytes_ = NULL
@@ -168,8 +166,6 @@ cdef class LRUIndex:
         PyMem_Free(self.ticks)
         PyMem_Free(self.heap_pos)
         PyMem_Free(self.heap)
-        PyMem_Free(self.heap_prio)
-        PyMem_Free(self.heap_tick)
         PyMem_Free(self.parts)
         PyMem_Free(self.freqs)
         PyMem_Free(self.part_bytes_)
@@ -212,9 +208,7 @@ cdef class LRUIndex:
         self.prios = <double *>_realloc(self.prios, new_cap * sizeof(double))
         self.ticks = <uint64_t *>_realloc(self.ticks, new_cap * sizeof(uint64_t))
         self.heap_pos = <Py_ssize_t *>_realloc(self.heap_pos, new_cap * sizeof(Py_ssize_t))
-        self.heap = <Py_ssize_t *>_realloc(self.heap, new_cap * sizeof(Py_ssize_t))
-        self.heap_prio = <double *>_realloc(self.heap_prio, new_cap * sizeof(double))
-        self.heap_tick = <uint64_t *>_realloc(self.heap_tick, new_cap * sizeof(uint64_t))
+        self.heap = <HeapItem *>_realloc(self.heap, new_cap * sizeof(HeapItem))
         self.parts = <unsigned char *>_realloc(self.parts, new_cap * sizeof(unsigned char))
         self.freqs = <int64_t *>_realloc(self.freqs, new_cap * sizeof(int64_t))
         # One int object per slot, made once, so an insert never allocates one.
@@ -279,28 +273,22 @@ cdef class LRUIndex:
             self.prios[slot] = self.clock + self.freqs[slot] * self.costs[slot] / _eff(self.sizes[slot])
 
     cdef bint _heap_less(self, Py_ssize_t i, Py_ssize_t j) noexcept:
-        if self.heap_prio[i] != self.heap_prio[j]:
-            return self.heap_prio[i] < self.heap_prio[j]
-        return self.heap_tick[i] < self.heap_tick[j]
+        if self.heap[i].prio != self.heap[j].prio:
+            return self.heap[i].prio < self.heap[j].prio
+        return self.heap[i].tick < self.heap[j].tick
 
     cdef void _heap_swap(self, Py_ssize_t i, Py_ssize_t j) noexcept:
-        cdef Py_ssize_t a = self.heap[i], b = self.heap[j]
-        cdef double prio = self.heap_prio[i]
-        cdef uint64_t tick = self.heap_tick[i]
-        self.heap[i] = b
-        self.heap[j] = a
-        self.heap_prio[i] = self.heap_prio[j]
-        self.heap_prio[j] = prio
-        self.heap_tick[i] = self.heap_tick[j]
-        self.heap_tick[j] = tick
-        self.heap_pos[b] = i
-        self.heap_pos[a] = j
+        cdef HeapItem item = self.heap[i]
+        self.heap[i] = self.heap[j]
+        self.heap[j] = item
+        self.heap_pos[self.heap[i].slot] = i
+        self.heap_pos[item.slot] = j
 
     cdef void _heap_push(self, Py_ssize_t slot) noexcept:
         cdef Py_ssize_t i = self.heap_len
-        self.heap[i] = slot
-        self.heap_prio[i] = self.prios[slot]
-        self.heap_tick[i] = self.ticks[slot]
+        self.heap[i].slot = slot
+        self.heap[i].prio = self.prios[slot]
+        self.heap[i].tick = self.ticks[slot]
         self.heap_pos[slot] = i
         self.heap_len += 1
         self._sift_up(i)
@@ -308,22 +296,23 @@ cdef class LRUIndex:
     cdef void _sift_up(self, Py_ssize_t i) noexcept:
         cdef Py_ssize_t parent
         while i > 0:
-            parent = (i - 1) >> 1
+            parent = (i - 1) >> 2
             if not self._heap_less(i, parent):
                 break
             self._heap_swap(i, parent)
             i = parent
 
     cdef void _sift_down(self, Py_ssize_t i) noexcept:
-        cdef Py_ssize_t child, smallest
+        # A 4-ary heap: half the depth of a binary one, and the four children side by side.
+        cdef Py_ssize_t child, last, smallest
         while True:
             smallest = i
-            child = 2 * i + 1
-            if child < self.heap_len and self._heap_less(child, smallest):
-                smallest = child
-            child += 1
-            if child < self.heap_len and self._heap_less(child, smallest):
-                smallest = child
+            child = 4 * i + 1
+            last = child + 4 if child + 4 < self.heap_len else self.heap_len
+            while child < last:
+                if self._heap_less(child, smallest):
+                    smallest = child
+                child += 1
             if smallest == i:
                 return
             self._heap_swap(i, smallest)
@@ -355,11 +344,11 @@ cdef class LRUIndex:
             slot = self.oldest
             return self.next[slot] if slot == keep and slot != NONE else slot
         while self.heap_len:
-            slot = self.heap[0]
-            if self.heap_prio[0] == self.prios[slot] and self.heap_tick[0] == self.ticks[slot]:
+            slot = self.heap[0].slot
+            if self.heap[0].prio == self.prios[slot] and self.heap[0].tick == self.ticks[slot]:
                 return slot
-            self.heap_prio[0] = self.prios[slot]
-            self.heap_tick[0] = self.ticks[slot]
+            self.heap[0].prio = self.prios[slot]
+            self.heap[0].tick = self.ticks[slot]
             self._sift_down(0)
         return NONE
 
@@ -724,12 +713,12 @@ cdef class LRUIndex:
         if self.gdsf:
             assert self.heap_len == self.count, "heap size mismatch"
             for i in range(self.heap_len):
-                slot = self.heap[i]
+                slot = self.heap[i].slot
                 assert self.heap_pos[slot] == i, "heap position mismatch"
-                assert (self.heap_prio[i], self.heap_tick[i]) <= (self.prios[slot], self.ticks[slot]), \
+                assert (self.heap[i].prio, self.heap[i].tick) <= (self.prios[slot], self.ticks[slot]), \
                     "heap key ahead of its entry"
                 if i:
-                    assert not self._heap_less(i, (i - 1) >> 1), "heap order broken"
+                    assert not self._heap_less(i, (i - 1) >> 2), "heap order broken"
 
 
 cdef inline double _eff(int64_t size) noexcept:

@@ -1,7 +1,9 @@
-"""Pure-Python twin of ``tnfr_fastcache._lru``: the same slots, links, heap and results.
+"""Pure-Python twin of ``tnfr_fastcache._lru``: the same slots, links and results.
 
-Every method mirrors the compiled one step for step (same eviction order, same GDSF
-priorities and tie-breaks), so the twin tests can compare the two directly. Unlike the
+Every method mirrors the compiled one (same eviction order, same GDSF priorities and
+tie-breaks), so the twin tests can compare the two directly. The one difference is the
+heap's shape, binary here and 4-ary there: eviction takes the unique minimum of
+(priority, last use), whatever the shape. Unlike the
 compiled index, a call here is not atomic under the GIL: owners that share an index
 between threads take a lock around every call (the memory tier does).
 """
