@@ -321,6 +321,12 @@ def build_parser():
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     sub = command("clear", cmd_clear, "remove every entry, or one level's")
     sub.add_argument("--level", type=_level_arg, help="only this level")
+    from . import demo
+
+    about = "compute a TNFR-like coherence matrix through memory, disk (and Redis) and show the timings"
+    sub = commands.add_parser("demo", help=about, description=about)
+    demo.add_arguments(sub)
+    sub.set_defaults(func=demo.run)
     return parser
 
 

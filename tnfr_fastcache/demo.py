@@ -74,9 +74,19 @@ def _redis_tier(url, required):
         return None
 
 
+def _node_count(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of nodes, got {text!r}") from None
+    if value < 20:  # the ring has 10 neighbours a node
+        raise argparse.ArgumentTypeError(f"expected at least 20 nodes, got {value}")
+    return value
+
+
 def add_arguments(parser):
     """Declare the demo's options on ``parser`` (the CLI's ``demo`` subcommand)."""
-    parser.add_argument("--nodes", type=int, default=2000, help="network size (default 2000: a 32 MB matrix)")
+    parser.add_argument("--nodes", type=_node_count, default=2000, help="network size (default 2000: a 32 MB matrix)")
     parser.add_argument("--redis", metavar="URL", help="add a Redis tier at URL (else tried at localhost:6379)")
     parser.add_argument("--dir", help="disk cache directory (default: a temporary one, removed at the end)")
 
@@ -100,8 +110,6 @@ def run(args, out=sys.stdout):
         track_node_property_update,
     )
 
-    if args.nodes < 20:
-        raise ValueError(f"--nodes must be at least 20 (a ring of 10 neighbours each side), not {args.nodes}")
     directory = args.dir or tempfile.mkdtemp(prefix="tnfr_fastcache_demo_")
     # Each tier counts its own hits; the stack's metrics count what the caller saw.
     metrics = CacheMetrics()
