@@ -394,3 +394,19 @@ def test_eight_threads_mixing_everything_match_a_model(eviction, fast_switching)
     for t in range(8):
         assert cache.invalidate_by_dependency(f"dep{t}") == len(models[t])
     assert len(cache) == 0 and cache.get_stats()["memory_used_bytes"] == 0
+
+
+def test_metrics_readers_see_counts_at_once_despite_batching():
+    """Regression: the README's tour read hit_rate 0.0 because counts waited for the 0.25 s flush."""
+    from tnfr_fastcache import CacheMetrics, TNFRHierarchicalCache
+
+    metrics = CacheMetrics()
+    cache = TNFRHierarchicalCache(max_memory_mb=1, metrics=metrics, metrics_flush_interval=3600)
+    cache.set("x", 1.0, "temporary")
+    cache.get("x", "temporary")
+    cache.get("y", "temporary")
+    summary = metrics.get_summary()
+    assert (metrics.hits, metrics.misses) == (1, 1)
+    assert summary["hit_rate"] == 0.5
+    cache.get("x", "temporary")
+    assert metrics.get_summary()["total_accesses"] == 3

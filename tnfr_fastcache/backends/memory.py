@@ -248,6 +248,9 @@ class TNFRHierarchicalCache(CacheTier):
             policy=eviction,
             nparts=len(_LEVELS),
         )
+        if self._enable_metrics:
+            # readers of the metrics (get_summary, report, a Prometheus scrape) see every count
+            self.metrics.register_flush(self.flush_metrics)
         # The hot paths: bound methods of the compiled index, no Python frame in between.
         self.get = self._index.tier_get
         self.set = self._index.tier_set
