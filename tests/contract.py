@@ -13,8 +13,8 @@ fixture, a factory that builds a fresh, empty tier (keyword arguments such as
             return make
 
 The factory is responsible for cleanup (a ``yield`` fixture closing what it made).
-A tier with a byte budget also overrides :meth:`CacheTierContract.budget_kwargs` so the
-budget tests run against it. Modelled on cachetools' ``CacheTestMixin``: the same tests,
+A tier with a byte budget subclasses :class:`CacheTierBudgetContract` instead and says
+how to build a budgeted tier in ``budget_kwargs``. Modelled on cachetools' ``CacheTestMixin``: the same tests,
 every implementation.
 """
 
@@ -27,7 +27,7 @@ import pytest
 from tnfr_fastcache import CacheLevel, InvalidArgumentError, MISSING, UnhashableKeyError
 from tnfr_fastcache.backends.base import CacheTier, Entry
 
-__all__ = ["CacheTierContract"]
+__all__ = ["CacheTierContract", "CacheTierBudgetContract"]
 
 T = CacheLevel.TEMPORARY
 D = CacheLevel.DERIVED_METRICS
@@ -60,13 +60,6 @@ def _arrays():
 
 class CacheTierContract:
     """Mixin of tests every :class:`~tnfr_fastcache.backends.base.CacheTier` passes."""
-
-    def budget_kwargs(self, nbytes):
-        """Keyword arguments for ``make_tier`` that give a budget of about ``nbytes`` bytes.
-
-        Return None (the default) for a tier without a budget; the budget tests then skip.
-        """
-        return None
 
     @pytest.fixture
     def tier(self, make_tier):
@@ -360,32 +353,6 @@ class CacheTierContract:
         tier = make_tier(metrics=metrics)
         assert tier.metrics is metrics
 
-    # -- budget (tiers that have one) -----------------------------------------------------
-
-    def _budgeted(self, make_tier, nbytes):
-        kwargs = self.budget_kwargs(nbytes)
-        if kwargs is None:
-            pytest.skip(f"{type(self).__name__} has no byte budget")
-        return make_tier(**kwargs)
-
-    def test_value_larger_than_budget_is_rejected(self, make_tier):
-        tier = self._budgeted(make_tier, 1 << 20)
-        small = np.ones(1000)
-        assert tier.set("small", small, D) is True
-        assert tier.set("huge", np.zeros(3 << 18), D) is False  # 6 MiB into 1 MiB
-        assert tier.get("huge", D) is None
-        np.testing.assert_array_equal(tier.get("small", D), small)
-        assert tier.get_stats()["rejected"] == 1
-
-    def test_budget_evicts_to_make_room(self, make_tier):
-        tier = self._budgeted(make_tier, 1 << 20)
-        chunk = np.ones(1 << 14)  # 128 KiB
-        for i in range(32):  # 4 MiB through a 1 MiB budget
-            assert tier.set(i, chunk, D) is True
-        assert 1 <= len(tier) <= 8
-        assert tier.get_stats()["evictions"] == 32 - len(tier)
-        np.testing.assert_array_equal(tier.get(31, D), chunk)
-
     # -- threads --------------------------------------------------------------------------
 
     def test_threads_on_disjoint_keys(self, tier):
@@ -410,3 +377,32 @@ class CacheTierContract:
         assert len(tier) == 4 * 90
         assert tier.invalidate_by_dependency("dep2") == 90
         assert tier.get((2, 5), T) is None and tier.get((3, 5), T) == 15
+
+
+class CacheTierBudgetContract(CacheTierContract):
+    """The contract plus the byte-budget tests, for tiers that have a budget.
+
+    Subclasses define ``budget_kwargs(nbytes)``: the keyword arguments for ``make_tier``
+    that give a budget of about ``nbytes`` bytes.
+    """
+
+    def _budgeted(self, make_tier, nbytes):
+        return make_tier(**self.budget_kwargs(nbytes))
+
+    def test_value_larger_than_budget_is_rejected(self, make_tier):
+        tier = self._budgeted(make_tier, 1 << 20)
+        small = np.ones(1000)
+        assert tier.set("small", small, D) is True
+        assert tier.set("huge", np.zeros(3 << 18), D) is False  # 6 MiB into 1 MiB
+        assert tier.get("huge", D) is None
+        np.testing.assert_array_equal(tier.get("small", D), small)
+        assert tier.get_stats()["rejected"] == 1
+
+    def test_budget_evicts_to_make_room(self, make_tier):
+        tier = self._budgeted(make_tier, 1 << 20)
+        chunk = np.ones(1 << 14)  # 128 KiB
+        for i in range(32):  # 4 MiB through a 1 MiB budget
+            assert tier.set(i, chunk, D) is True
+        assert 1 <= len(tier) <= 8
+        assert tier.get_stats()["evictions"] == 32 - len(tier)
+        np.testing.assert_array_equal(tier.get(31, D), chunk)

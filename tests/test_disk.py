@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contract import CacheTierContract
+from contract import CacheTierBudgetContract
 from tnfr_fastcache import (
     BackendError,
     BackendUnavailable,
@@ -30,7 +30,7 @@ N = CacheLevel.NODE_PROPERTIES
 MiB = 1 << 20
 
 
-class _DiskContract(CacheTierContract):
+class _DiskContract(CacheTierBudgetContract):
     """The contract on one disk class with some options; subclasses name them."""
 
     tier_class = CompressedPersistentCache

@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from contract import CacheTierContract
+from contract import CacheTierBudgetContract, CacheTierContract
 from tnfr_fastcache import CacheLevel, InvalidArgumentError, TNFRHierarchicalCache
 from tnfr_fastcache.telemetry import CacheMetrics
 
@@ -16,7 +16,7 @@ G = CacheLevel.GRAPH_STRUCTURE
 MIB = 1024 * 1024
 
 
-class TestMemoryContract(CacheTierContract):
+class TestMemoryContract(CacheTierBudgetContract):
     @pytest.fixture(params=["gdsf", "lru"])
     def make_tier(self, request):
         def make(**kwargs):

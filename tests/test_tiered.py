@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from contract import CacheTierContract
+from contract import CacheTierBudgetContract, CacheTierContract
 from tnfr_fastcache import (
     BackendError,
     BackendUnavailable,
@@ -44,7 +44,7 @@ class TestMemoryDiskContract(CacheTierContract):
         return make_stack
 
 
-class TestMemoryOnlyContract(CacheTierContract):
+class TestMemoryOnlyContract(CacheTierBudgetContract):
     def budget_kwargs(self, nbytes):
         return {"memory_mb": nbytes / (1 << 20)}
 
