@@ -172,3 +172,52 @@ def test_forged_payload_with_valid_checksums_never_crashes(twin, index, data):
         decode(twin, forged)
     except FrameError:
         pass
+
+
+def _parse_outcome(twin, frame):
+    """What ``twin.parse_header`` makes of ``frame``: the exception (class and message) or every header field."""
+    try:
+        header = twin.parse_header(frame)
+    except Exception as exc:  # noqa: BLE001 - any difference between the twins is the failure
+        return type(exc), str(exc)
+    segments = [(s.raw_len, s.codec.name, s.shuffle, s.first_chunk, s.n_chunks) for s in header.segments]
+    fields = [getattr(header, name) for name in pure_frame.FrameHeader.__slots__ if name != "segments"]
+    return fields, segments
+
+
+def _hostile_variant(data):
+    index = data.draw(frames)
+    frame = bytearray(BASE[index])
+    how = data.draw(st.sampled_from(["truncate", "flip", "forge", "extend"]))
+    if how == "truncate":
+        return bytes(frame[: data.draw(st.integers(0, len(frame) - 1))])
+    if how == "extend":
+        return bytes(frame) + data.draw(st.binary(min_size=1, max_size=16))
+    if how == "flip":
+        for _ in range(data.draw(st.integers(1, 4))):
+            position = data.draw(st.integers(0, len(frame) - 1))
+            frame[position] ^= 1 << data.draw(st.integers(0, 7))
+        return bytes(frame)
+    header_len = pure_frame.parse_header(BASE[index]).header_len
+    for _ in range(data.draw(st.integers(1, 3))):
+        width = data.draw(st.sampled_from([1, 2, 4, 8]))
+        position = data.draw(st.integers(0, header_len - 8 - width))
+        frame[position : position + width] = data.draw(st.binary(min_size=width, max_size=width))
+    return reseal(bytes(frame))
+
+
+@pytest.mark.skipif(COMPILED is None, reason="compiled twin not built")
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_twins_parse_hostile_headers_identically(data):
+    # The compiled header parser re-implements the pure one in C: same result, or the same
+    # exception class with the same message, for every hostile variant.
+    frame = _hostile_variant(data)
+    assert _parse_outcome(COMPILED, frame) == _parse_outcome(PURE, frame)
+
+
+@pytest.mark.skipif(COMPILED is None, reason="compiled twin not built")
+@pytest.mark.parametrize("container", [bytes, bytearray, memoryview, lambda b: np.frombuffer(b, np.uint8)])
+def test_twins_parse_every_base_frame_identically(container):
+    for frame in BASE:
+        assert _parse_outcome(COMPILED, container(frame)) == _parse_outcome(PURE, container(frame))

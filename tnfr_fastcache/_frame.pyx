@@ -4,14 +4,16 @@
 Byte shuffle, LZ4 (vendored lz4 1.9.4: the bytes python-lz4 4.4.5 writes) and xxh3_64 run
 in C, straight between the array's memory and the frame buffer: no intermediate ``bytes``.
 gzip and zstd chunks go through ``tnfr_fastcache.codecs`` (zlib and zstandard release the
-GIL themselves). The header is packed and parsed by the pure module, so the hostile-input
-checks exist once; the loops below still check every offset they read against the buffer.
+GIL themselves). The header is packed and parsed here too, in C, for the per-call cost of small values:
+``parse_header`` makes the same checks in the same order as the pure twin and raises the
+same exceptions with the same messages (tests/test_frame_fuzz.py compares them), reading
+every field through bounds-checked little-endian loads.
 """
 
 cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t, uintptr_t
-from libc.string cimport memcpy, memmove
+from libc.string cimport memcpy, memmove, memset
 
 import os
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -30,12 +32,17 @@ from ._pure._frame import (
     MAX_CHUNK_SIZE,
     MIN_CHUNK_SIZE,
     VERSION,
+    FLAG_FORTRAN,
+    MAX_NDIM,
+    PAYLOAD_ALIGNMENT,
+    RAW_TYPE_SHIFT,
+    RAW_TYPES,
     FrameHeader,
+    Segment,
     as_frame_buffer,
-    header_length,
     pack_header,
-    parse_header,
 )
+from .codecs import get_codec
 from .errors import ChecksumError, FrameError
 
 __all__ = [
@@ -219,6 +226,227 @@ cdef inline uint64_t _le64(const uint8_t* p) noexcept nogil:
     return _le32(p) | (<uint64_t>_le32(p + 4) << 32)
 
 
+cdef inline void _put32(uint8_t* p, uint32_t v) noexcept nogil:
+    p[0] = v & 0xFF
+    p[1] = (v >> 8) & 0xFF
+    p[2] = (v >> 16) & 0xFF
+    p[3] = (v >> 24) & 0xFF
+
+
+cdef inline void _put64(uint8_t* p, uint64_t v) noexcept nogil:
+    _put32(p, <uint32_t>(v & 0xFFFFFFFFu))
+    _put32(p + 4, <uint32_t>(v >> 32))
+
+
+# Byte sizes of docs/FORMAT.md's header parts (the pure twin's struct formats).
+cdef enum:
+    FIXED_SIZE = 32             # <4sBBBB8sIIQ
+    SEGMENT_SIZE = 16           # <QBB6s
+    CHECKSUM_SIZE = 8
+
+# The dtype field as stored (ASCII, NUL padded to 8 bytes) -> its dtype: one dict lookup
+# replaces the whitelist check and np.dtype() on every parse. A field is allowed exactly when
+# it is one of these keys (allowed strings are short and NUL-free).
+_DTYPE_FIELDS = {name.encode("ascii").ljust(8, b"\0"): np.dtype(name) for name in ALLOWED_DTYPES}
+_NO_DTYPE = bytes(8)
+
+
+def header_length(ndim, n_segments, n_chunks):
+    """Bytes of the header (fixed part, shape, segment and chunk tables, checksum)."""
+    return FIXED_SIZE + 8 * ndim + SEGMENT_SIZE * n_segments + CHUNK_ENTRY * n_chunks + CHECKSUM_SIZE
+
+
+cdef inline Py_ssize_t _align(Py_ssize_t n) noexcept:
+    return (n + PAYLOAD_ALIGNMENT - 1) // PAYLOAD_ALIGNMENT * PAYLOAD_ALIGNMENT
+
+
+cdef const uint8_t[::1] _frame_bytes(buffer) except *:
+    # bytes is the common case (Redis, disk reads): skip building a memoryview for it.
+    if type(buffer) is bytes:
+        return buffer
+    return as_frame_buffer(buffer)
+
+
+cdef inline _need(Py_ssize_t end, Py_ssize_t size, str what):
+    if end > size:
+        raise FrameError(f"truncated frame: {what} needs {end} bytes, the buffer has {size}")
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+@cython.cdivision(True)
+def parse_header(buffer):
+    """Parse and validate the header of the frame in ``buffer``.
+
+    Same checks, order, result and exceptions as ``tnfr_fastcache._pure._frame.parse_header``.
+
+    Returns
+    -------
+    FrameHeader
+
+    Raises
+    ------
+    FrameError
+        Naming the first field that is wrong. ``ChecksumError`` when the header checksum
+        does not match.
+    """
+    cdef const uint8_t[::1] frame = _frame_bytes(buffer)
+    cdef Py_ssize_t size = frame.shape[0], pos, i, index, first, count, header_len, payload_offset
+    cdef const uint8_t* p
+    cdef const uint8_t* seg
+    cdef const uint8_t* table
+    cdef uint32_t chunk_size, n_segments, stored, version, kind, flags, ndim, shuffle
+    cdef uint64_t payload_len, raw_len, n_chunks = 0, total = 0, raw, max_ratio, itemsize, elements
+    cdef int codec_id
+    cdef bint overflow
+
+    _need(FIXED_SIZE, size, "the fixed header")
+    p = &frame[0]
+    if p[0] != 0x89 or p[1] != 0x54 or p[2] != 0x46 or p[3] != 0x43:
+        raise FrameError(f"not a tnfr_fastcache frame: magic {bytes(p[:4])!r}, expected {MAGIC!r}")
+    version, kind, flags, ndim = p[4], p[5], p[6], p[7]
+    chunk_size, n_segments, payload_len = _le32(p + 16), _le32(p + 20), _le64(p + 24)
+    if version != VERSION:
+        raise FrameError(f"unsupported frame format version {version}; this library reads version {VERSION}")
+    if ndim > MAX_NDIM:
+        raise FrameError(f"frame ndim {ndim} exceeds the maximum {MAX_NDIM}")
+    if not 1 <= n_segments <= size // SEGMENT_SIZE:
+        raise FrameError(f"frame claims {n_segments} segments, impossible in {size} bytes")
+    pos = FIXED_SIZE
+    _need(pos + 8 * ndim + SEGMENT_SIZE * n_segments, size, "the shape and segment table")
+    shape = tuple([_le64(p + pos + 8 * i) for i in range(ndim)])
+    pos += 8 * ndim
+    seg = p + pos
+    pos += SEGMENT_SIZE * n_segments
+    if chunk_size < MIN_CHUNK_SIZE or chunk_size > MAX_CHUNK_SIZE or chunk_size & (chunk_size - 1):
+        raise FrameError(f"frame chunk size {chunk_size} is not a power of two in [{MIN_CHUNK_SIZE}, {MAX_CHUNK_SIZE}]")
+    for i in range(n_segments):
+        raw_len = _le64(seg + SEGMENT_SIZE * i)
+        # Before the add n_chunks <= size / 12 and one segment adds < 2**52: no overflow.
+        n_chunks += raw_len // chunk_size + (raw_len % chunk_size != 0)
+        # Checked as it grows so a forged raw_len cannot make us sum or allocate huge tables.
+        if n_chunks * CHUNK_ENTRY > <uint64_t>size:
+            raise FrameError(f"truncated frame: segment lengths need more chunks than {size} bytes can hold")
+    header_len = FIXED_SIZE + 8 * ndim + SEGMENT_SIZE * n_segments + CHUNK_ENTRY * n_chunks + CHECKSUM_SIZE
+    _need(header_len, size, "the chunk table")
+    if XXH3_64bits(p, header_len - CHECKSUM_SIZE) != _le64(p + header_len - CHECKSUM_SIZE):
+        raise ChecksumError("frame header checksum mismatch: the header is corrupt")
+    table = p + pos
+    payload_offset = _align(header_len)
+
+    header = FrameHeader()
+    header.kind = kind
+    header.flags = flags
+    header.chunk_size = chunk_size
+    header.header_len = header_len
+    header.payload_offset = payload_offset
+    header.payload_len = payload_len
+    header.shape = shape
+    header.dtype = None
+    dtype_field = bytes(p[8:16])
+    if kind == KIND_NDARRAY:
+        if flags & ~FLAG_FORTRAN:
+            raise FrameError(f"ndarray frame has unknown flags 0x{flags:02x}")
+        dtype = _DTYPE_FIELDS.get(dtype_field)
+        if dtype is None:
+            raise FrameError(f"frame dtype {dtype_field!r} is not an allowed numeric or bool dtype")
+        header.dtype = dtype
+        if n_segments != 1:
+            raise FrameError(f"ndarray frame must have 1 segment, has {n_segments}")
+    else:
+        if kind == KIND_BYTES:
+            if flags & ~(0x3 << RAW_TYPE_SHIFT) or flags >> RAW_TYPE_SHIFT >= len(RAW_TYPES):
+                raise FrameError(f"bytes frame has invalid flags 0x{flags:02x}")
+            if n_segments != 1:
+                raise FrameError(f"bytes frame must have 1 segment, has {n_segments}")
+        elif kind == KIND_PICKLE:
+            if flags:
+                raise FrameError(f"pickle frame has unknown flags 0x{flags:02x}")
+        else:
+            raise FrameError(f"unknown frame kind {kind}")
+        if ndim or dtype_field != _NO_DTYPE:
+            raise FrameError(f"{KIND_NAMES[kind]} frame must not carry a shape or dtype")
+
+    header.table_offset = pos
+    header.stored = [_le32(table + CHUNK_ENTRY * i) for i in range(<Py_ssize_t>n_chunks)]
+    header.checksums = [_le64(table + CHUNK_ENTRY * i + 4) for i in range(<Py_ssize_t>n_chunks)]
+    segments = []
+    first = 0
+    for index in range(n_segments):
+        raw_len = _le64(seg + SEGMENT_SIZE * index)
+        codec_id, shuffle = seg[SEGMENT_SIZE * index + 8], seg[SEGMENT_SIZE * index + 9]
+        if _le32(seg + SEGMENT_SIZE * index + 10) or seg[SEGMENT_SIZE * index + 14] or seg[SEGMENT_SIZE * index + 15]:
+            raise FrameError(f"segment {index}: reserved bytes are not zero")
+        codec = get_codec(codec_id)
+        if not (shuffle == 0 or shuffle == 2 or shuffle == 4 or shuffle == 8 or shuffle == 16) or (
+                shuffle and raw_len % shuffle):
+            raise FrameError(f"segment {index}: invalid shuffle element size {shuffle} for {raw_len} bytes")
+        count = raw_len // chunk_size + (raw_len % chunk_size != 0)
+        max_ratio = codec.max_ratio
+        for i in range(count):
+            stored = _le32(table + CHUNK_ENTRY * (first + i))
+            raw = min(<uint64_t>chunk_size, raw_len - <uint64_t>i * chunk_size)
+            if stored == raw:
+                continue
+            if stored == 0 or stored > raw:
+                raise FrameError(f"segment {index} chunk {i}: stored length {stored} invalid for {raw} raw bytes")
+            if codec_id == 0:
+                raise FrameError(f"segment {index}: codec 'none' with a chunk shorter than its raw length")
+            # A genuine chunk cannot beat the codec's best ratio; this bounds what a forged
+            # frame can make us allocate (stored < 2**26, so no overflow).
+            if raw > stored * max_ratio + 1024:
+                raise FrameError(
+                    f"segment {index} chunk {i}: {raw} raw bytes from {stored} stored bytes "
+                    f"exceeds what {codec.name} can produce"
+                )
+        segments.append(Segment(raw_len, codec, shuffle, first, count))
+        first += count
+    header.segments = segments
+    if kind == KIND_NDARRAY:
+        raw_len = _le64(seg)
+        shuffle = seg[9]
+        itemsize = dtype.itemsize
+        if not (shuffle == 0 or shuffle == itemsize) or (shuffle and itemsize == 1):
+            raise FrameError(f"ndarray frame shuffle {shuffle} does not match itemsize {itemsize}")
+        if flags & FLAG_FORTRAN and ndim < 2:
+            raise FrameError("Fortran order flag on an array of fewer than 2 dimensions")
+        elements = 1
+        overflow = False
+        for i in range(ndim):
+            raw = _le64(p + FIXED_SIZE + 8 * i)
+            if raw == 0:
+                elements, overflow = 0, False
+                break
+            if not overflow and elements > 0xFFFFFFFFFFFFFFFFu // raw:
+                overflow = True
+            elements *= raw
+        if overflow or elements > 0xFFFFFFFFFFFFFFFFu // itemsize or elements * itemsize != raw_len:
+            needed = 1
+            for dim in shape:
+                needed *= dim
+            raise FrameError(f"shape {shape} of {dtype} needs {needed * itemsize} bytes, the segment has {raw_len}")
+
+    for i in range(<Py_ssize_t>n_chunks):
+        total += _le32(table + CHUNK_ENTRY * i)
+    if total != payload_len:
+        raise FrameError(f"chunk lengths add up to {total} bytes, the header says {payload_len}")
+    if <uint64_t>size != payload_offset + payload_len:
+        raise FrameError(
+            f"frame is {size} bytes, its header describes {payload_offset + payload_len}"
+            + (" (truncated)" if <uint64_t>size < payload_offset + payload_len else " (trailing bytes)")
+        )
+    for i in range(header_len, payload_offset):
+        if p[i]:
+            raise FrameError("padding before the payload is not zero")
+    offsets = []
+    total = payload_offset
+    for i in range(<Py_ssize_t>n_chunks):
+        offsets.append(total)
+        total += _le32(table + CHUNK_ENTRY * i)
+    header.offsets = offsets
+    return header
+
+
 # Threads per large segment (this process's share of the cores; TNFR_FASTCACHE_THREADS
 # overrides, 1 turns threading off). Segments below THREAD_MIN_BYTES stay on the caller's
 # thread: handing work to a pool costs tens of microseconds.
@@ -264,11 +492,18 @@ def _run_jobs(runner, addresses):
         future.result()
 
 
-def _jobs_for(Py_ssize_t raw_len, Py_ssize_t chunk_size):
+cdef Py_ssize_t _jobs_for(Py_ssize_t raw_len, Py_ssize_t chunk_size) except -1:
     cdef Py_ssize_t count = -(-raw_len // chunk_size)
-    if threads < 2 or raw_len < THREAD_MIN_BYTES or count < 2:
+    # Tested first, so a small segment never reads the module globals.
+    if count < 2 or raw_len < THREAD_MIN_BYTES or threads < 2:
         return 1
     return min(threads, count)
+
+
+# Below this a segment is coded without releasing the GIL: the release costs more than it
+# lets other threads gain.
+cdef enum:
+    NOGIL_MIN_BYTES = 65536
 
 
 
@@ -320,8 +555,23 @@ cdef Py_ssize_t _encode_segment(const uint8_t* src, Py_ssize_t raw_len, Py_ssize
     """Store a contiguous none/lz4 segment at ``dst``; return the bytes written."""
     cdef Py_ssize_t n_jobs = _jobs_for(raw_len, chunk_size), per, t, written
     cdef Py_ssize_t count = -(-raw_len // chunk_size)
-    cdef EncodeJob* jobs = <EncodeJob*>PyMem_Malloc(n_jobs * sizeof(EncodeJob))
     cdef uint8_t[:, ::1] scratch
+    cdef EncodeJob job
+    if n_jobs == 1:
+        # Small segments: no job array, no pool, no list.
+        if shuffle:
+            scratch = np.empty((1, min(chunk_size, raw_len)), np.uint8)
+        job.src, job.start, job.stop, job.chunk_size = src, 0, raw_len, chunk_size
+        job.shuffle, job.codec_id, job.acceleration = shuffle, codec_id, acceleration
+        job.scratch = &scratch[0, 0] if shuffle else NULL
+        job.dst, job.stored, job.checksums, job.written = dst, stored, checksums, 0
+        if raw_len >= NOGIL_MIN_BYTES:
+            with nogil:
+                _encode_run(&job)
+        else:
+            _encode_run(&job)
+        return job.written
+    cdef EncodeJob* jobs = <EncodeJob*>PyMem_Malloc(n_jobs * sizeof(EncodeJob))
     if jobs == NULL:
         raise MemoryError()
     try:
@@ -373,66 +623,110 @@ cdef inline Py_ssize_t _chunk_bound(int codec_id, Py_ssize_t n) noexcept:
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
+cdef Py_ssize_t _write_header(uint8_t* out, Py_ssize_t header_len, Py_ssize_t payload_offset, int kind, int flags,
+                              bytes dtype_field, shape, uint32_t chunk_size, Py_ssize_t n_segments,
+                              uint64_t payload_len, const int64_t* stored, const uint64_t* checksums,
+                              Py_ssize_t n_chunks) except -1:
+    """Write the fixed header, shape, chunk table, checksum and padding (the segment table is already in place).
+
+    The bytes of the pure twin's ``pack_header`` for the same fields.
+    """
+    cdef Py_ssize_t i, pos
+    cdef bytes magic = MAGIC
+    memcpy(out, <const char*>magic, 4)
+    out[4], out[5], out[6], out[7] = VERSION, kind, flags, len(shape)
+    memcpy(out + 8, <const char*>dtype_field, 8)
+    _put32(out + 16, chunk_size)
+    _put32(out + 20, <uint32_t>n_segments)
+    _put64(out + 24, payload_len)
+    pos = FIXED_SIZE
+    for dim in shape:
+        _put64(out + pos, <uint64_t>dim)
+        pos += 8
+    pos += SEGMENT_SIZE * n_segments
+    for i in range(n_chunks):
+        _put32(out + pos, <uint32_t>stored[i])
+        _put64(out + pos + 4, checksums[i])
+        pos += CHUNK_ENTRY
+    if pos + CHECKSUM_SIZE != header_len:
+        raise AssertionError("header length differs from the space reserved for it")
+    _put64(out + pos, XXH3_64bits(out, pos))
+    for i in range(header_len, payload_offset):
+        out[i] = 0
+    return 0
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
 def encode(kind, flags, dtype_str, shape, sources, codecs, shuffles, levels, Py_ssize_t chunk_size=DEFAULT_CHUNK_SIZE):
     """Return the frame of ``sources`` as a read-only memoryview over a fresh numpy buffer.
 
     Same parameters and bytes as ``tnfr_fastcache._pure._frame.encode``.
     """
-    cdef Py_ssize_t n_chunks = 0, capacity, pos, start, n, raw_len, index, c
-    cdef int shuffle, codec_id, acceleration
+    cdef Py_ssize_t n_chunks = 0, capacity = 0, pos, start, n, raw_len, c, full, rest, index, n_segments
+    cdef Py_ssize_t largest = 0, header_len, payload_offset, seg_pos
+    cdef int shuffle, codec_id
+    cdef uint64_t payload_len = 0
     cdef uint8_t[::1] out_view
     cdef uint8_t[::1] scratch_view
     cdef const uint8_t[::1] src_view
-    cdef int64_t[::1] stored_view
-    cdef uint64_t[::1] checksum_view
     cdef uint8_t* out_ptr
     cdef uint8_t* scratch_ptr = NULL
+    cdef int64_t* stored = NULL
+    cdef uint64_t* checksums = NULL
 
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE or chunk_size & (chunk_size - 1):
         raise FrameError(f"chunk size {chunk_size} is not a power of two in [{MIN_CHUNK_SIZE}, {MAX_CHUNK_SIZE}]")
-    capacity = 0
-    largest = 0
+    dtype_field = (dtype_str.encode("ascii") if dtype_str else b"")[:8].ljust(8, b"\0")
+    n_segments = len(sources)
     for source, codec in zip(sources, codecs):
         raw_len = source.nbytes
-        n_chunks += -(-raw_len // chunk_size)
+        codec_id = codec.codec_id
+        full, rest = raw_len // chunk_size, raw_len % chunk_size
+        n_chunks += full + (rest != 0)
         largest = max(largest, min(raw_len, chunk_size))
-        for start in range(0, raw_len, chunk_size):
-            capacity += _chunk_bound(codec.codec_id, min(chunk_size, raw_len - start))
-    payload_offset = header_length(len(shape), len(sources), n_chunks)
-    payload_offset = (payload_offset + 63) // 64 * 64
+        capacity += full * _chunk_bound(codec_id, chunk_size) + (_chunk_bound(codec_id, rest) if rest else 0)
+    header_len = FIXED_SIZE + 8 * len(shape) + SEGMENT_SIZE * n_segments + CHUNK_ENTRY * n_chunks + CHECKSUM_SIZE
+    payload_offset = _align(header_len)
     out = np.empty(payload_offset + capacity, np.uint8)
     out_view = out
     out_ptr = &out_view[0]
-    stored = np.empty(n_chunks, np.int64)
-    checksums = np.empty(n_chunks, np.uint64)
-    stored_view = stored
-    checksum_view = checksums
-    if any(shuffles):
-        scratch = np.empty(largest, np.uint8)
-        scratch_view = scratch
-        scratch_ptr = &scratch_view[0]
-
-    pos = payload_offset
-    c = 0
-    segments = []
-    for source, codec, shuffle, level in zip(sources, codecs, shuffles, levels):
-        raw_len = source.nbytes
-        codec_id = codec.codec_id
-        flat = _contiguous_bytes(source)
-        in_c = flat is not None and codec_id in (CODEC_NONE, CODEC_LZ4)
-        if in_c and raw_len:
-            src_view = flat
-            pos += _encode_segment(&src_view[0], raw_len, chunk_size, shuffle, codec_id,
-                                   level if codec_id == CODEC_LZ4 else 1, out_ptr + pos, &stored_view[c],
-                                   &checksum_view[c])
-            c += -(-raw_len // chunk_size)
-        elif raw_len:
+    stored = <int64_t*>PyMem_Malloc(max(n_chunks, 1) * sizeof(int64_t))
+    checksums = <uint64_t*>PyMem_Malloc(max(n_chunks, 1) * sizeof(uint64_t))
+    try:
+        if stored == NULL or checksums == NULL:
+            raise MemoryError()
+        pos = payload_offset
+        c = 0
+        seg_pos = FIXED_SIZE + 8 * len(shape)
+        for index in range(n_segments):
+            source, codec, shuffle, level = sources[index], codecs[index], shuffles[index], levels[index]
+            raw_len = source.nbytes
+            codec_id = codec.codec_id
+            _put64(out_ptr + seg_pos, <uint64_t>raw_len)
+            out_ptr[seg_pos + 8], out_ptr[seg_pos + 9] = codec_id, shuffle
+            memset(out_ptr + seg_pos + 10, 0, 6)
+            seg_pos += SEGMENT_SIZE
+            if not raw_len:
+                continue
+            flat = _contiguous_bytes(source)
+            if flat is not None and (codec_id == CODEC_NONE or codec_id == CODEC_LZ4):
+                src_view = flat
+                pos += _encode_segment(&src_view[0], raw_len, chunk_size, shuffle, codec_id,
+                                       level if codec_id == CODEC_LZ4 else 1, out_ptr + pos, stored + c,
+                                       checksums + c)
+                c += -(-raw_len // chunk_size)
+                continue
+            if shuffle and scratch_ptr == NULL:
+                scratch = np.empty(largest, np.uint8)
+                scratch_view = scratch
+                scratch_ptr = &scratch_view[0]
             for start in range(0, raw_len, chunk_size):
                 n = min(chunk_size, raw_len - start)
                 src_view = _chunk_of(source, flat, start, start + n)
                 if codec_id == CODEC_NONE or codec_id == CODEC_LZ4:
-                    stored_view[c] = _store_chunk(&src_view[0], n, shuffle, codec_id, level or 1, scratch_ptr,
-                                                  out_ptr + pos)
+                    stored[c] = _store_chunk(&src_view[0], n, shuffle, codec_id, level or 1, scratch_ptr,
+                                             out_ptr + pos)
                 else:
                     if shuffle:
                         tnfr_shuffle(&src_view[0], scratch_ptr, n, shuffle)
@@ -444,18 +738,18 @@ def encode(kind, flags, dtype_str, shape, sources, codecs, shuffles, levels, Py_
                         data = raw
                     src_view = memoryview(data).cast("B")
                     memcpy(out_ptr + pos, &src_view[0], len(data))
-                    stored_view[c] = len(data)
-                checksum_view[c] = XXH3_64bits(out_ptr + pos, stored_view[c])
-                pos += stored_view[c]
+                    stored[c] = len(data)
+                checksums[c] = XXH3_64bits(out_ptr + pos, stored[c])
+                pos += stored[c]
                 c += 1
-        segments.append((raw_len, codec_id, shuffle))
-
-    header = pack_header(kind, flags, dtype_str, shape, chunk_size, segments, stored.tolist(), checksums.tolist())
-    if len(header) != payload_offset:
-        raise AssertionError("header length differs from the space reserved for it")
-    out[:payload_offset] = np.frombuffer(header, np.uint8)
+        payload_len = pos - payload_offset
+        _write_header(out_ptr, header_len, payload_offset, kind, flags, dtype_field, shape, <uint32_t>chunk_size,
+                      n_segments, payload_len, stored, checksums, n_chunks)
+    finally:
+        PyMem_Free(stored)
+        PyMem_Free(checksums)
     # A well-compressed frame would otherwise pin the worst-case allocation.
-    result = out[:pos].copy() if 2 * pos < out.size else out[:pos]
+    result = out[:pos].copy() if 2 * pos < out.shape[0] else out[:pos]
     return memoryview(result).toreadonly()
 
 
