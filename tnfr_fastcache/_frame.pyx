@@ -11,6 +11,7 @@ every field through bounds-checked little-endian loads.
 """
 
 cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcpy, memmove, memset
@@ -260,11 +261,13 @@ cdef inline Py_ssize_t _align(Py_ssize_t n) noexcept:
     return (n + PAYLOAD_ALIGNMENT - 1) // PAYLOAD_ALIGNMENT * PAYLOAD_ALIGNMENT
 
 
-cdef const uint8_t[::1] _frame_bytes(buffer) except *:
-    # bytes is the common case (Redis, disk reads): skip building a memoryview for it.
-    if type(buffer) is bytes:
-        return buffer
-    return as_frame_buffer(buffer)
+cdef int _get_frame(buffer, Py_buffer* view) except -1:
+    """Acquire the frame's bytes into ``view`` (release with PyBuffer_Release); as_frame_buffer's checks and errors."""
+    # bytes is the common case (Redis, disk reads): no memoryview, no typed-memoryview setup.
+    if type(buffer) is not bytes:
+        buffer = as_frame_buffer(buffer)
+    PyObject_GetBuffer(buffer, view, PyBUF_SIMPLE)
+    return 0
 
 
 cdef inline _need(Py_ssize_t end, Py_ssize_t size, str what):
@@ -290,9 +293,19 @@ def parse_header(buffer):
         Naming the first field that is wrong. ``ChecksumError`` when the header checksum
         does not match.
     """
-    cdef const uint8_t[::1] frame = _frame_bytes(buffer)
-    cdef Py_ssize_t size = frame.shape[0], pos, i, index, first, count, header_len, payload_offset
-    cdef const uint8_t* p
+    cdef Py_buffer view
+    _get_frame(buffer, &view)
+    try:
+        return _parse_header(<const uint8_t*>view.buf, view.len)
+    finally:
+        PyBuffer_Release(&view)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+@cython.cdivision(True)
+cdef _parse_header(const uint8_t* p, Py_ssize_t size):
+    cdef Py_ssize_t pos, i, index, first, count, header_len, payload_offset
     cdef const uint8_t* seg
     cdef const uint8_t* table
     cdef uint32_t chunk_size, n_segments, stored, version, kind, flags, ndim, shuffle
@@ -301,7 +314,6 @@ def parse_header(buffer):
     cdef bint overflow
 
     _need(FIXED_SIZE, size, "the fixed header")
-    p = &frame[0]
     if p[0] != 0x89 or p[1] != 0x54 or p[2] != 0x46 or p[3] != 0x43:
         raise FrameError(f"not a tnfr_fastcache frame: magic {bytes(p[:4])!r}, expected {MAGIC!r}")
     version, kind, flags, ndim = p[4], p[5], p[6], p[7]
@@ -794,13 +806,33 @@ def _decode_in_thread(uintptr_t job):
 
 
 cdef tuple _decode_segment(const uint8_t* frame, Py_ssize_t frame_len, uint8_t* dst, Py_ssize_t raw_len,
-                           Py_ssize_t chunk_size, const uint8_t* table, offsets, Py_ssize_t count, int shuffle,
-                           int codec_id, bint verify):
+                           Py_ssize_t chunk_size, const uint8_t* table, list offsets, Py_ssize_t first,
+                           Py_ssize_t count, int shuffle, int codec_id, bint verify):
     """Decode a none/lz4 segment into ``dst``; return ``(error, chunk)`` of the first failure.
 
-    ``offsets`` holds where each of the segment's chunks starts in the frame.
+    ``offsets[first + i]`` is where the segment's chunk ``i`` starts in the frame.
     """
     cdef Py_ssize_t n_jobs = _jobs_for(raw_len, chunk_size), per, t
+    cdef DecodeJob job
+    if n_jobs == 1:
+        # Small segments: no job array, no pool, no list, scratch from the C heap.
+        job.frame, job.frame_len, job.dst, job.raw_len, job.chunk_size = frame, frame_len, dst, raw_len, chunk_size
+        job.table, job.lo, job.hi, job.data_offset = table, 0, count, offsets[first]
+        job.shuffle, job.codec_id, job.verify = shuffle, codec_id, verify
+        job.error, job.error_chunk, job.scratch = DECODE_OK, 0, NULL
+        if shuffle:
+            job.scratch = <uint8_t*>PyMem_Malloc(min(chunk_size, raw_len))
+            if job.scratch == NULL:
+                raise MemoryError()
+        try:
+            if raw_len >= NOGIL_MIN_BYTES:
+                with nogil:
+                    _decode_run(&job)
+            else:
+                _decode_run(&job)
+        finally:
+            PyMem_Free(job.scratch)
+        return job.error, job.error_chunk
     cdef DecodeJob* jobs = <DecodeJob*>PyMem_Malloc(n_jobs * sizeof(DecodeJob))
     cdef uint8_t[:, ::1] scratch
     if jobs == NULL:
@@ -818,7 +850,7 @@ cdef tuple _decode_segment(const uint8_t* frame, Py_ssize_t frame_len, uint8_t* 
             jobs[t].table = table
             jobs[t].lo = min(t * per, count)
             jobs[t].hi = min((t + 1) * per, count)
-            jobs[t].data_offset = offsets[jobs[t].lo] if jobs[t].lo < count else 0
+            jobs[t].data_offset = offsets[first + jobs[t].lo] if jobs[t].lo < count else 0
             jobs[t].shuffle = shuffle
             jobs[t].codec_id = codec_id
             jobs[t].verify = verify
@@ -842,6 +874,17 @@ def _raise_decode_error(int error, Py_ssize_t chunk, int segment_index, codec_na
     raise FrameError(f"segment {segment_index} chunk {chunk}: stored bytes lie outside the frame")
 
 
+cdef int _check_table(header, Py_ssize_t index, Py_ssize_t first, Py_ssize_t count, Py_ssize_t raw_len,
+                      Py_ssize_t chunk_size, Py_ssize_t table_offset, Py_ssize_t frame_len) except -1:
+    if not (0 <= first and first + count <= len(header.stored) and count == -(-raw_len // chunk_size)
+            and 0 <= table_offset and table_offset + CHUNK_ENTRY * (first + count) <= frame_len):
+        raise FrameError(f"segment {index}: chunk table does not match the header")
+    return 0
+
+
+_UINT8 = np.dtype(np.uint8)
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def decode_segment(buffer, header, int index, out, bint verify=True):
@@ -849,38 +892,53 @@ def decode_segment(buffer, header, int index, out, bint verify=True):
 
     Same contract as ``tnfr_fastcache._pure._frame.decode_segment``.
     """
-    cdef const uint8_t[::1] frame = as_frame_buffer(buffer)
+    cdef const uint8_t[::1] frame
     cdef const uint8_t[::1] chunk
     cdef uint8_t[::1] dst
     cdef uint8_t[::1] scratch_view
+    cdef Py_buffer frame_buffer, out_buffer
     cdef Py_ssize_t first, count, i, c, raw, start, stored, offset, table_offset
-    cdef Py_ssize_t chunk_size = header.chunk_size, frame_len = frame.shape[0], raw_len
+    cdef Py_ssize_t chunk_size = header.chunk_size, frame_len, raw_len
     cdef int shuffle, codec_id, error
 
     segment = header.segments[index]
     raw_len = segment.raw_len
-    if (not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.ndim != 1 or out.size != raw_len
+    if not isinstance(out, np.ndarray):
+        raise FrameError(f"output for segment {index} must be {raw_len} contiguous bytes")
+    dtype = out.dtype
+    if ((dtype is not _UINT8 and dtype != _UINT8) or out.ndim != 1 or out.size != raw_len
             or not out.flags.c_contiguous):
         raise FrameError(f"output for segment {index} must be {raw_len} contiguous bytes")
     if raw_len == 0:
         return
-    dst = out
     first, count = segment.first_chunk, segment.n_chunks
     shuffle = segment.shuffle
     codec_id = segment.codec.codec_id
     table_offset = header.table_offset
-    if not (0 <= first and first + count <= len(header.stored) and count == -(-raw_len // chunk_size)
-            and 0 <= table_offset and table_offset + CHUNK_ENTRY * (first + count) <= frame_len):
-        raise FrameError(f"segment {index}: chunk table does not match the header")
 
     if codec_id == CODEC_NONE or codec_id == CODEC_LZ4:
-        error, c = _decode_segment(&frame[0], frame_len, &dst[0], raw_len, chunk_size,
-                                   &frame[table_offset + CHUNK_ENTRY * first],
-                                   header.offsets[first : first + count], count, shuffle, codec_id, verify)
+        _get_frame(buffer, &frame_buffer)
+        try:
+            frame_len = frame_buffer.len
+            _check_table(header, index, first, count, raw_len, chunk_size, table_offset, frame_len)
+            PyObject_GetBuffer(out, &out_buffer, PyBUF_WRITABLE)
+            try:
+                error, c = _decode_segment(<const uint8_t*>frame_buffer.buf, frame_len, <uint8_t*>out_buffer.buf,
+                                           raw_len, chunk_size,
+                                           <const uint8_t*>frame_buffer.buf + table_offset + CHUNK_ENTRY * first,
+                                           header.offsets, first, count, shuffle, codec_id, verify)
+            finally:
+                PyBuffer_Release(&out_buffer)
+        finally:
+            PyBuffer_Release(&frame_buffer)
         if error != DECODE_OK:
             _raise_decode_error(error, first + c, index, segment.codec.name)
         return
 
+    frame = as_frame_buffer(buffer)
+    frame_len = frame.shape[0]
+    _check_table(header, index, first, count, raw_len, chunk_size, table_offset, frame_len)
+    dst = out
     if shuffle:
         scratch = np.empty(min(chunk_size, raw_len), np.uint8)
         scratch_view = scratch
