@@ -580,8 +580,8 @@ def test_tier_errors_are_misses_counted_and_logged_once(caplog):
     with caplog.at_level(logging.WARNING, logger="tnfr_fastcache.decorator"):
         assert [f(1), f(1), f(2)] == [2, 2, 4]
     assert len(calls) == 3
-    # each call: the failed lookup, the failed re-check before computing, the failed set
-    assert f.cache_stats()["errors"] == 9
+    # each call: the failed lookup and the failed set (no re-check: nothing landed meanwhile)
+    assert f.cache_stats()["errors"] == 6
     assert len([r for r in caplog.records if "failed" in r.getMessage()]) == 1
     tier.down = False
     assert f(1) == 2 and f(1) == 2
@@ -751,3 +751,100 @@ def test_docstring_examples_run(fresh_global):
 
     result = doctest.testmod(tnfr_fastcache.decorator)
     assert result.attempted > 0 and result.failed == 0
+
+
+# -- what the cache's metrics see ----------------------------------------------------------
+
+
+def test_array_argument_hashing_time_goes_into_the_cache_metrics(mem):
+    @cached(mem)
+    def total(w):
+        return float(w.sum())
+
+    w = np.ones((200, 200))
+    assert total(w) == total(w) == 40000.0
+    assert mem.metrics.hash_count == 2
+    assert mem.metrics.hash_time > 0.0
+
+
+def test_scalar_calls_stay_untimed_until_a_non_scalar_argument_is_seen(mem):
+    @cached(mem)
+    def f(x):
+        return x
+
+    f(1)  # the first call is timed: it tells whether the function takes scalars
+    f(1)
+    f(2.5)
+    assert mem.metrics.hash_count == 1
+    f((1, 2))  # a container (this miss reveals it): from now on every call of f is timed
+    assert mem.metrics.hash_count == 1
+    f((1, 2))
+    f(3)
+    assert mem.metrics.hash_count == 3
+
+
+def test_hashing_time_of_a_keyword_call_goes_into_a_stacks_metrics(mem):
+    from tnfr_fastcache import TieredCache
+
+    stack = TieredCache(mem)
+
+    @cached(stack)
+    def f(w, scale=1.0):
+        return w * scale
+
+    f(w=np.ones(4))
+    assert stack.metrics.hash_count == 1 and mem.metrics.hash_count == 0
+
+
+def test_a_computed_miss_is_one_lookup_of_the_cache(mem):
+    @cached(mem)
+    def f(x):
+        return x
+
+    f(1)
+    assert (mem.metrics.hits, mem.metrics.misses) == (0, 1)
+    assert (mem.get_stats()["hits"], mem.get_stats()["misses"]) == (0, 1)
+    f(1)
+    f(2)
+    assert (mem.metrics.hits, mem.metrics.misses) == (1, 2)
+
+
+def test_async_computed_miss_is_one_lookup_of_the_cache(mem):
+    @cached(mem)
+    async def f(x):
+        return x
+
+    asyncio.run(f(1))
+    asyncio.run(f(1))
+    assert (mem.metrics.hits, mem.metrics.misses) == (1, 1)
+
+
+def test_a_miss_racing_a_landed_computation_looks_again_instead_of_computing(mem):
+    # The lookup misses, then another thread's computation of the same key lands before
+    # this call joins the flight: the call must find that value, not compute again.
+    calls = Calls()
+    started = threading.Event()
+    release = threading.Event()
+
+    @cached(mem)
+    def f(x):
+        calls(x)
+        return x * 2
+
+    real_get = mem.get
+
+    def slow_get(key, level, default=None, **kwargs):
+        value = real_get(key, level, default, **kwargs)
+        if threading.current_thread().name == "late":
+            started.set()
+            release.wait(5)
+        return value
+
+    mem.get = slow_get
+    late = threading.Thread(target=f, args=(3,), name="late")
+    late.start()
+    assert started.wait(5)
+    assert f(3) == 6  # computes and lands while "late" sits between its miss and its flight
+    release.set()
+    late.join(5)
+    assert len(calls) == 1

@@ -178,3 +178,18 @@ def test_decorator_over_redis_alone(redis_url):
     finally:
         remote.clear()
         remote.close()
+
+
+def test_decorator_over_redis_alone_counts_one_lookup_per_call(redis_url):
+    remote = RedisCache(url=redis_url, key_prefix=f"test:count:{time.time_ns()}:")
+
+    @cached(remote)
+    def f(x):
+        return np.full(3, x * 2)
+
+    try:
+        np.testing.assert_array_equal(f(1), f(1))
+        assert (remote.metrics.hits, remote.metrics.misses) == (1, 1)
+    finally:
+        remote.clear()
+        remote.close()

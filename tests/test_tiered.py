@@ -319,3 +319,97 @@ def test_decorated_miss_counts_one_miss_in_the_stack(make_stack):
     assert (stats["hits"], stats["misses"]) == (1, 1)
     assert stack.get_or_compute("direct", D, lambda: 5) == 5
     assert stack.get_stats()["misses"] == 2  # a direct call counts its own miss
+
+
+def test_decorated_miss_is_one_lookup_of_each_tier(make_stack):
+    # The stack's own metrics and each tier's: one computed call is one miss in each.
+    stack = make_stack()
+    memory, disk = stack.tiers
+
+    @cached(stack)
+    def f(x):
+        return x
+
+    f(1)
+    for metrics in (stack.metrics, memory.metrics, disk.metrics):
+        assert (metrics.hits, metrics.misses) == (0, 1)
+    f(1)
+    assert (stack.metrics.hits, stack.metrics.misses) == (1, 1)
+    assert (memory.metrics.hits, memory.metrics.misses) == (1, 1)
+
+
+def test_demo_sequence_counts_five_accesses(make_stack):
+    # The demo's calls: cold, memory hit, disk hit after the memory tier is emptied, and
+    # two recomputations after invalidations; the stack's report shows 5 lookups.
+    stack = make_stack()
+    memory, disk = stack.tiers
+
+    @cached(stack)
+    def f(x):
+        return np.full(8, float(x))
+
+    f(1)
+    f(1)
+    memory.clear()
+    f(1)
+    f(2)
+    f(3)
+    summary = stack.metrics.get_summary()
+    assert (summary["total_accesses"], stack.metrics.hits, stack.metrics.misses) == (5, 2, 3)
+    assert disk.get_stats()["misses"] == 3 and disk.get_stats()["hits"] == 1
+
+
+def test_shared_metrics_count_a_leased_miss_once():
+    from tnfr_fastcache import CacheMetrics
+
+    shared = CacheMetrics()
+    lease = LeaseTier()
+    lease.metrics = shared
+    stack = TieredCache(TNFRHierarchicalCache(max_memory_mb=8, metrics=shared), lease, metrics=shared)
+
+    @cached(stack)
+    def f(x):
+        return x + 1
+
+    f(1)
+    f(1)
+    assert (shared.hits, shared.misses) == (1, 1)
+
+
+def test_decorator_over_a_lease_tier_alone_counts_one_lookup_per_call():
+    lease = LeaseTier()
+
+    @cached(lease)
+    def f(x):
+        return x + 1
+
+    assert f(1) == f(1) == 2
+    assert lease.leases >= 1
+    assert (lease.metrics.hits, lease.metrics.misses) == (1, 1)
+
+
+def test_concurrent_calls_on_a_lease_tier_alone_compute_once_and_count_once_each():
+    import threading
+
+    lease = LeaseTier()
+    calls = []
+    go = threading.Barrier(4)
+
+    @cached(lease)
+    def f(x):
+        calls.append(x)
+        time.sleep(0.05)
+        return x + 1
+
+    def worker(results):
+        go.wait()
+        results.append(f(1))
+
+    results = []
+    threads = [threading.Thread(target=worker, args=(results,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert results == [2] * 4 and calls == [1]
+    assert (lease.metrics.hits, lease.metrics.misses) == (3, 1)

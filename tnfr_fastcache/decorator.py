@@ -70,11 +70,29 @@ _CALLER_ERRORS = (UnhashableKeyError, InvalidArgumentError)
 # A persistent tier may be unable to serialize a result; the result is still returned.
 _STORE_ERRORS = _TIER_ERRORS + (pickle.PicklingError, TypeError, AttributeError)
 
+# Arguments whose fingerprint takes well under a microsecond: a function called with only
+# these is not timed (two clock reads would cost a third of its hit). Buffers, arrays,
+# graphs, containers and other objects are, since their hashing is what costs.
+_UNTIMED_TYPES = frozenset({int, float, complex, bool, str, type(None)})
+# Flights remembered after landing, to tell a miss that raced one from a plain miss.
+_RECENT_LANDINGS = 256
+_perf_counter = time.perf_counter
+
 
 # -- the process-wide default cache ------------------------------------------------------
 
 _global_cache = None
+_global_leases = False  # whether _global_cache is a lease tier used directly (see _leases_directly)
 _global_lock = threading.Lock()
+
+
+def _leases_directly(cache):
+    """Whether calls go straight to ``cache.get_or_compute`` (a lease tier such as Redis).
+
+    Such a tier counts the one hit or miss of its lease itself, so a lookup before it would
+    count the call twice. A ``TieredCache`` is told about the caller's miss instead.
+    """
+    return not isinstance(cache, TieredCache) and callable(getattr(cache, "get_or_compute", None))
 
 
 def get_global_cache():
@@ -106,13 +124,14 @@ def set_global_cache(cache):
         Any tier or a ``TieredCache``. Functions decorated without ``cache_instance``
         use it from their next call on.
     """
-    global _global_cache
+    global _global_cache, _global_leases
     if cache is not None and not isinstance(cache, CacheTier):
         raise InvalidArgumentError(
             f"set_global_cache takes a CacheTier (memory, disk, Redis, TieredCache) or None, "
             f"not {type(cache).__name__}"
         )
     with _global_lock:
+        _global_leases = cache is not None and _leases_directly(cache)
         _global_cache = cache
 
 
@@ -157,6 +176,12 @@ def _map_container(value, fn, depth):
         if changed and kind is tuple:
             mapped = tuple(mapped)
     return mapped if changed else value
+
+
+def _only_scalars(args, kwargs):
+    """Whether a call passes nothing but numbers, strings and None (see ``_UNTIMED_TYPES``)."""
+    kinds = _UNTIMED_TYPES
+    return all(type(v) in kinds for v in args) and all(type(v) in kinds for v in kwargs.values())
 
 
 def _untyped(value):
@@ -552,8 +577,36 @@ class _Memo:
         self._last_error_log = -math.inf
         self._lock = threading.Lock()
         self._flights = {}
+        # Flights landed so far, and the count at the last landing of each recent key.
+        self.landed = 0
+        self._recent = {}
+        # Whether calls time their fingerprint: the first call decides, a later call with
+        # an argument that is not a plain scalar turns it on for good.
+        self.timed = True
+        self._timing_decided = False
+        self.key_of = self.slow_key  # _wrap installs its faster one
 
     # keys
+
+    def fingerprint_call(self, cache, args, kwargs):
+        """The call's fingerprint; its time goes to ``cache.metrics`` while ``timed``."""
+        if not self.timed:
+            return self.key_of(args, kwargs)
+        start = _perf_counter()
+        fp = self.key_of(args, kwargs)
+        duration = _perf_counter() - start
+        metrics = getattr(cache, "metrics", None)
+        if metrics is not None:
+            metrics.record_hash_time(duration)
+        if not self._timing_decided:
+            self._timing_decided = True
+            self.timed = not _only_scalars(args, kwargs)
+        return fp
+
+    def note_arguments(self, args, kwargs):
+        """On a miss: time every later call if this one passes more than plain scalars."""
+        if not self.timed and not _only_scalars(args, kwargs):
+            self.timed = True
 
     def fingerprint_values(self, values):
         if not self.typed:
@@ -667,25 +720,62 @@ class _Memo:
             self.waits += 1
             return flight, False
 
+    def _landing(self, fp):
+        """Count a flight of ``fp`` landing (its value is stored by now). Caller holds the lock."""
+        self.landed += 1
+        recent = self._recent
+        recent.pop(fp, None)
+        recent[fp] = self.landed
+        if len(recent) > _RECENT_LANDINGS:
+            del recent[next(iter(recent))]
+
+    def _landed_since(self, fp, seen):
+        """Whether a flight of ``fp`` may have landed after the count was ``seen``.
+
+        A miss that raced such a landing must look again rather than compute; a plain
+        miss must not, or the cache would count the call's lookup twice.
+        """
+        with self._lock:
+            if self.landed == seen:
+                return False
+            at = self._recent.get(fp)
+            if at is not None:
+                return at > seen
+            # every landing since ``seen`` is still remembered only if there were few
+            return self.landed - seen > len(self._recent)
+
     def _land(self, fp, flight):
         with self._lock:
             if self._flights.get(fp) is flight:
                 del self._flights[fp]
+            self._landing(fp)
         flight.done.set()
 
-    def miss(self, cache, fp, args, kwargs):
+    def miss(self, cache, fp, args, kwargs, seen):
+        """After a counted miss: compute once per key in this process (``seen``: ``landed`` before the lookup)."""
+        self.note_arguments(args, kwargs)
         flight, leader = self._join(fp)
         if not leader:
-            flight.done.wait()
-            if flight.error is not None:
-                if not isinstance(flight.error, Exception):
-                    # The leader was interrupted (KeyboardInterrupt, SystemExit): that is
-                    # its thread's business, not a result; this caller computes instead.
-                    return self.miss(cache, fp, args, kwargs)
-                raise flight.error
+            if self._wait(flight):
+                return self.miss(cache, fp, args, kwargs, seen)
             return self.handed_out(flight.value, mine=False)
+        return self._lead(fp, flight, lambda: self._compute_and_store(cache, fp, args, kwargs, seen))
+
+    def _wait(self, flight):
+        """Wait for the leader's result; True if the leader was interrupted, its error if it failed."""
+        flight.done.wait()
+        if flight.error is not None:
+            if not isinstance(flight.error, Exception):
+                # KeyboardInterrupt or SystemExit is its thread's business, not a result:
+                # this caller computes instead.
+                return True
+            raise flight.error
+        return False
+
+    def _lead(self, fp, flight, produce):
+        """Run ``produce()`` as the flight's leader; its value or error reaches the waiters."""
         try:
-            value = self._compute_and_store(cache, fp, args, kwargs)
+            value = produce()
         except BaseException as exc:
             flight.error = exc
             self._land(fp, flight)
@@ -701,17 +791,38 @@ class _Memo:
             else:
                 self.misses += 1
 
-    def _compute_and_store(self, cache, fp, args, kwargs):
+    def _compute_and_store(self, cache, fp, args, kwargs, seen):
+        if self._landed_since(fp, seen):
+            # Another leader stored the value between our lookup and our flight.
+            value = self.lookup(cache, fp)
+            if value is not MISSING:
+                self._count(True)
+                return value
         lease = getattr(cache, "get_or_compute", None)
         if lease is None:
-            # Another leader may have stored the value between our lookup and our flight.
-            value = self.lookup(cache, fp)
-            self._count(value is not MISSING)
-            if value is MISSING:
-                value = self.check_result(self.func(*args, **kwargs))
-                self.store(cache, fp, value, args, kwargs)
+            self._count(False)
+            value = self.check_result(self.func(*args, **kwargs))
+            self.store(cache, fp, value, args, kwargs)
             return value
-        # The lease looks the key up again itself, then computes in one process only.
+        return self._leased_value(cache, lease, fp, args, kwargs)
+
+    def leased(self, cache, fp, args, kwargs):
+        """A call on a lease tier used directly: its lease is the call's one lookup."""
+        self.note_arguments(args, kwargs)
+        flight, leader = self._join(fp)
+        if not leader:
+            if self._wait(flight):
+                return self.leased(cache, fp, args, kwargs)
+            # This call's own lookup: the leader's value is stored by now.
+            value = self.lookup(cache, fp)
+            if value is MISSING:
+                return self.handed_out(flight.value, mine=False)
+            return self.handed_out(value, mine=self.copy)
+        return self._lead(fp, flight, lambda: self._leased_value(cache, cache.get_or_compute, fp, args, kwargs))
+
+    def _leased_value(self, cache, lease, fp, args, kwargs):
+        # The lease looks the key up itself (a TieredCache only in its lease tier, told
+        # that we missed), then computes in one process only.
         computed = []
         raised = []
 
@@ -737,7 +848,8 @@ class _Memo:
         self._count(not computed)
         return value
 
-    async def amiss(self, cache, fp, args, kwargs):
+    async def amiss(self, cache, fp, args, kwargs, seen):
+        self.note_arguments(args, kwargs)
         loop = asyncio.get_running_loop()
         flights = self._flights
         with self._lock:
@@ -753,10 +865,10 @@ class _Memo:
             except asyncio.CancelledError:
                 if not future.cancelled():
                     raise  # this caller was cancelled
-                return await self.amiss(cache, fp, args, kwargs)  # the leader was: compute here
+                return await self.amiss(cache, fp, args, kwargs, seen)  # the leader was: compute here
             return self.handed_out(value, mine=False)
         try:
-            value = self.lookup(cache, fp)
+            value = self.lookup(cache, fp) if self._landed_since(fp, seen) else MISSING
             if value is MISSING:
                 with self._lock:
                     self.misses += 1
@@ -781,6 +893,7 @@ class _Memo:
         with self._lock:
             if self._flights.get(fp) is future:
                 del self._flights[fp]
+            self._landing(fp)
 
     # introspection
 
@@ -827,36 +940,58 @@ def _wrap(func, memo):
                     pass  # slow_key raises again, naming the argument
         return slow_key(args, kwargs)
 
+    memo.key_of = key_of
+
+    def call(args, kwargs):
+        # Every call that is not the plain fast path below.
+        cache = memo.resolve_cache()
+        fp = memo.fingerprint_call(cache, args, kwargs)
+        if _leases_directly(cache):
+            return memo.leased(cache, fp, args, kwargs)
+        seen = memo.landed
+        value = memo.lookup(cache, fp)
+        if value is not MISSING:
+            memo.hits += 1
+            return value
+        return memo.miss(cache, fp, args, kwargs, seen)
+
     if inspect.iscoroutinefunction(func):
 
         @functools.wraps(func)
         async def wrapper(*args, **kwargs):
-            fp = key_of(args, kwargs)
+            # No lease here: the Redis lease blocks while another process computes.
             cache = memo.resolve_cache()
+            fp = memo.fingerprint_call(cache, args, kwargs)
+            seen = memo.landed
             value = memo.lookup(cache, fp)
             if value is not MISSING:
                 memo.hits += 1
                 return value
-            return await memo.amiss(cache, fp, args, kwargs)
+            return await memo.amiss(cache, fp, args, kwargs, seen)
 
-    elif plain:
+    elif plain and not (memo.cache is not None and _leases_directly(memo.cache)):
 
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
-            # key_of inlined for the common call: positional arguments, no tracked graph.
-            if not kwargs and not _tracked_types and len(args) <= nparams and tails[len(args)] is not None:
+            cache = memo.cache
+            if cache is None:
+                if _global_leases:
+                    return call(args, kwargs)
+                cache = _global_cache
+                if cache is None:
+                    cache = get_global_cache()
+            seen = memo.landed
+            # key_of inlined for the common call: positional arguments, no tracked graph,
+            # a function that has only been given scalars (so its hashing is not timed).
+            if not kwargs and not memo.timed and not _tracked_types and len(args) <= nparams \
+                    and tails[len(args)] is not None:
                 tail = tails[len(args)]
                 try:
                     fp = fingerprint(token, args + tail if tail else args)
                 except UnhashableKeyError:
                     fp = slow_key(args, kwargs)  # raises again, naming the argument
             else:
-                fp = key_of(args, kwargs)
-            cache = memo.cache
-            if cache is None:
-                cache = _global_cache
-                if cache is None:
-                    cache = get_global_cache()
+                fp = memo.fingerprint_call(cache, args, kwargs)
             try:
                 # copy= only when set: a keyword argument costs on every hit
                 value = cache.get(fp, level, MISSING, copy=True) if copy else cache.get(fp, level, MISSING)
@@ -866,19 +1001,13 @@ def _wrap(func, memo):
             if value is not MISSING:
                 memo.hits += 1
                 return value
-            return memo.miss(cache, fp, args, kwargs)
+            return memo.miss(cache, fp, args, kwargs, seen)
 
     else:
 
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
-            fp = key_of(args, kwargs)
-            cache = memo.resolve_cache()
-            value = memo.lookup(cache, fp)
-            if value is not MISSING:
-                memo.hits += 1
-                return value
-            return memo.miss(cache, fp, args, kwargs)
+            return call(args, kwargs)
 
     wrapper.cache_info = memo.cache_info
     wrapper.cache_clear = memo.cache_clear
@@ -956,6 +1085,12 @@ def cache_tnfr_computation(level=CacheLevel.DERIVED_METRICS, dependencies=(), co
     exception), and across processes for synchronous functions when the cache offers
     ``get_or_compute`` (the Redis tier, or a ``TieredCache`` holding it). A cache
     tier that fails makes the call a miss: the result is computed, the error counted.
+    Each call is one lookup in the cache's metrics (one hit or one miss, a lease
+    included). The time spent fingerprinting a call's arguments goes to the cache's
+    metrics (``record_hash_time``) on the first call and, once the function has been
+    given an argument that is not a plain number, string or None (an array, a graph, a
+    container), on every call; calls with scalars only are not timed, which keeps their
+    hit near ``cachetools.cached``'s.
     On methods, ``self`` must define ``__fastcache_key__()`` or be named in ``ignore``;
     the cache keeps no reference to instances.
 

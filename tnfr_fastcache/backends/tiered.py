@@ -242,8 +242,9 @@ class TieredCache(CacheTier):
         lookup, then ``compute()`` and a write-through ``set``.
 
         ``missed=True`` says the caller has just missed this key through :meth:`get` or
-        :meth:`lookup` (the decorator does): the tiers are checked again, since another
-        thread may have filled them since, but that check does not count a second miss.
+        :meth:`lookup` and made sure no other thread of its own filled it since (the
+        decorator does): that miss is the call's one lookup, so the tiers are not looked
+        up again here (a lease tier still checks its own store under the lease).
 
         Returns
         -------
@@ -251,9 +252,10 @@ class TieredCache(CacheTier):
             The value, cached or freshly computed.
         """
         level = as_level(level)
-        entry = self._lookup(key, level, copy, count_miss=not missed)
-        if entry is not None:
-            return entry.value
+        if not missed:
+            entry = self._lookup(key, level, copy, count_miss=True)
+            if entry is not None:
+                return entry.value
         results = []
         raised = []
 
