@@ -581,8 +581,9 @@ class _Memo:
         self.landed = 0
         self._recent = {}
         # Whether calls time their fingerprint: the first call decides, a later call with
-        # an argument that is not a plain scalar turns it on for good.
-        self.timed = True
+        # an argument that is not a plain scalar turns it on for good. ``untimed`` is None
+        # while calls are timed, else ``landed``: the scalar hit path reads one attribute.
+        self.untimed = None
         self._timing_decided = False
         self.key_of = self.slow_key  # _wrap installs its faster one
 
@@ -590,7 +591,7 @@ class _Memo:
 
     def fingerprint_call(self, cache, args, kwargs):
         """The call's fingerprint; its time goes to ``cache.metrics`` while ``timed``."""
-        if not self.timed:
+        if self.untimed is not None:
             return self.key_of(args, kwargs)
         start = _perf_counter()
         fp = self.key_of(args, kwargs)
@@ -600,13 +601,16 @@ class _Memo:
             metrics.record_hash_time(duration)
         if not self._timing_decided:
             self._timing_decided = True
-            self.timed = not _only_scalars(args, kwargs)
+            if _only_scalars(args, kwargs):
+                with self._lock:
+                    self.untimed = self.landed
         return fp
 
     def note_arguments(self, args, kwargs):
         """On a miss: time every later call if this one passes more than plain scalars."""
-        if not self.timed and not _only_scalars(args, kwargs):
-            self.timed = True
+        if self.untimed is not None and not _only_scalars(args, kwargs):
+            with self._lock:
+                self.untimed = None
 
     def fingerprint_values(self, values):
         if not self.typed:
@@ -723,6 +727,8 @@ class _Memo:
     def _landing(self, fp):
         """Count a flight of ``fp`` landing (its value is stored by now). Caller holds the lock."""
         self.landed += 1
+        if self.untimed is not None:
+            self.untimed = self.landed
         recent = self._recent
         recent.pop(fp, None)
         recent[fp] = self.landed
@@ -980,10 +986,10 @@ def _wrap(func, memo):
                 cache = _global_cache
                 if cache is None:
                     cache = get_global_cache()
-            seen = memo.landed
             # key_of inlined for the common call: positional arguments, no tracked graph,
             # a function that has only been given scalars (so its hashing is not timed).
-            if not kwargs and not memo.timed and not _tracked_types and len(args) <= nparams \
+            seen = memo.untimed  # the landed count, read before the lookup (see _landed_since)
+            if seen is not None and not kwargs and not _tracked_types and len(args) <= nparams \
                     and tails[len(args)] is not None:
                 tail = tails[len(args)]
                 try:
@@ -991,6 +997,7 @@ def _wrap(func, memo):
                 except UnhashableKeyError:
                     fp = slow_key(args, kwargs)  # raises again, naming the argument
             else:
+                seen = memo.landed
                 fp = memo.fingerprint_call(cache, args, kwargs)
             try:
                 # copy= only when set: a keyword argument costs on every hit
