@@ -366,3 +366,33 @@ def test_threaded_runs_fall_back_to_the_caller_when_the_pool_is_shut_down(two_th
     out = np.empty(array.nbytes, np.uint8)
     COMPILED.decode_segment(frame, PURE.parse_header(frame), 0, out)
     np.testing.assert_array_equal(out.view("<f8"), array)
+
+
+@pytest.mark.parametrize("twin", TWINS)
+@pytest.mark.parametrize("shuffle", [0, 2, 4, 8, 16])
+@pytest.mark.parametrize("kind", ["dense", "sparse", "ramp", "tiny"])
+def test_lz4_sizes_are_python_lz4_sizes(twin, shuffle, kind):
+    # dumps' "auto" decisions come from these sizes: the compiled twin must give exactly
+    # python-lz4's numbers, or the two twins would frame the same value differently.
+    rng = np.random.default_rng(len(kind) * 31 + shuffle)
+    sample = {
+        "dense": rng.random(8192).view(np.uint8),
+        "sparse": np.where(rng.random(8192) < 0.02, rng.random(8192), 0.0).view(np.uint8),
+        "ramp": np.arange(16384, dtype=np.int32).view(np.uint8),
+        "tiny": np.arange(4, dtype=np.float64).view(np.uint8),
+    }[kind]
+    plain, shuffled = twin.lz4_sizes(sample, shuffle)
+    assert plain == len(lz4.block.compress(sample, store_size=False))
+    if shuffle:
+        moved = np.ascontiguousarray(sample.reshape(-1, shuffle).T)
+        assert shuffled == len(lz4.block.compress(moved, store_size=False))
+    else:
+        assert shuffled is None
+
+
+@needs_compiled
+def test_compiled_lz4_sizes_rejects_what_it_cannot_shuffle():
+    with pytest.raises(ValueError, match="cannot shuffle 7 bytes"):
+        COMPILED.lz4_sizes(np.zeros(7, np.uint8), 2)
+    with pytest.raises(ValueError, match="shuffle must be one of"):
+        COMPILED.lz4_sizes(np.zeros(8, np.uint8), 3)

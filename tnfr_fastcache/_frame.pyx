@@ -65,6 +65,7 @@ __all__ = [
     "decode_segment",
     "verify_chunks",
     "as_frame_buffer",
+    "lz4_sizes",
 ]
 
 cdef extern from "lz4.h":
@@ -504,6 +505,16 @@ def _run_jobs(runner, addresses):
         future.result()
 
 
+cdef int _alloc_scratch(uint8_t** scratch, int shuffle, Py_ssize_t n) except -1:
+    """Point ``*scratch`` at ``n`` bytes of the C heap when ``shuffle`` needs them, else at NULL (PyMem_Free either)."""
+    scratch[0] = NULL
+    if shuffle:
+        scratch[0] = <uint8_t*>PyMem_Malloc(n)
+        if scratch[0] == NULL:
+            raise MemoryError()
+    return 0
+
+
 cdef Py_ssize_t _jobs_for(Py_ssize_t raw_len, Py_ssize_t chunk_size) except -1:
     cdef Py_ssize_t count = -(-raw_len // chunk_size)
     # Tested first, so a small segment never reads the module globals.
@@ -570,18 +581,19 @@ cdef Py_ssize_t _encode_segment(const uint8_t* src, Py_ssize_t raw_len, Py_ssize
     cdef uint8_t[:, ::1] scratch
     cdef EncodeJob job
     if n_jobs == 1:
-        # Small segments: no job array, no pool, no list.
-        if shuffle:
-            scratch = np.empty((1, min(chunk_size, raw_len)), np.uint8)
+        # Small segments: no job array, no pool, no list, scratch from the C heap.
         job.src, job.start, job.stop, job.chunk_size = src, 0, raw_len, chunk_size
         job.shuffle, job.codec_id, job.acceleration = shuffle, codec_id, acceleration
-        job.scratch = &scratch[0, 0] if shuffle else NULL
         job.dst, job.stored, job.checksums, job.written = dst, stored, checksums, 0
-        if raw_len >= NOGIL_MIN_BYTES:
-            with nogil:
+        _alloc_scratch(&job.scratch, shuffle, min(chunk_size, raw_len))
+        try:
+            if raw_len >= NOGIL_MIN_BYTES:
+                with nogil:
+                    _encode_run(&job)
+            else:
                 _encode_run(&job)
-        else:
-            _encode_run(&job)
+        finally:
+            PyMem_Free(job.scratch)
         return job.written
     cdef EncodeJob* jobs = <EncodeJob*>PyMem_Malloc(n_jobs * sizeof(EncodeJob))
     if jobs == NULL:
@@ -668,6 +680,45 @@ cdef Py_ssize_t _write_header(uint8_t* out, Py_ssize_t header_len, Py_ssize_t pa
     return 0
 
 
+cdef Py_ssize_t _lz4_size(const uint8_t* src, Py_ssize_t n, uint8_t* dst) noexcept nogil:
+    cdef LZ4_stream_t stream
+    # The calls and bytes of python-lz4's lz4.block.compress (see _store_chunk).
+    LZ4_initStream(&stream, sizeof(stream))
+    return LZ4_compress_fast_continue(&stream, <const char*>src, <char*>dst, <int>n, LZ4_compressBound(<int>n), 1)
+
+
+def lz4_sizes(sample, int shuffle):
+    """Return ``(plain, shuffled)``: LZ4 (acceleration 1) sizes of ``sample`` as it is and byte-shuffled.
+
+    Same contract and numbers as ``tnfr_fastcache._pure._frame.lz4_sizes``, without the
+    intermediate ``bytes`` and numpy transposes.
+    """
+    cdef Py_buffer view
+    cdef uint8_t* work = NULL
+    cdef Py_ssize_t n, plain, shuffled = -1
+    if shuffle not in ALLOWED_SHUFFLES:
+        raise ValueError(f"shuffle must be one of {ALLOWED_SHUFFLES}, not {shuffle}")
+    PyObject_GetBuffer(sample, &view, PyBUF_SIMPLE)
+    try:
+        n = view.len
+        # python-lz4 refuses what LZ4 cannot take; samples are 64 KiB.
+        if n > MAX_CHUNK_SIZE:
+            raise ValueError(f"an LZ4 size sample is at most {MAX_CHUNK_SIZE} bytes, not {n}")
+        if shuffle and n % shuffle:
+            raise ValueError(f"cannot shuffle {n} bytes in elements of {shuffle}")
+        work = <uint8_t*>PyMem_Malloc(LZ4_compressBound(<int>n) + (n if shuffle else 0) + 1)
+        if work == NULL:
+            raise MemoryError()
+        plain = _lz4_size(<const uint8_t*>view.buf, n, work)
+        if shuffle:
+            tnfr_shuffle(<const uint8_t*>view.buf, work + LZ4_compressBound(<int>n), n, shuffle)
+            shuffled = _lz4_size(work + LZ4_compressBound(<int>n), n, work)
+    finally:
+        PyMem_Free(work)
+        PyBuffer_Release(&view)
+    return plain, (shuffled if shuffle else None)
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def encode(kind, flags, dtype_str, shape, sources, codecs, shuffles, levels, Py_ssize_t chunk_size=DEFAULT_CHUNK_SIZE):
@@ -679,9 +730,9 @@ def encode(kind, flags, dtype_str, shape, sources, codecs, shuffles, levels, Py_
     cdef Py_ssize_t largest = 0, header_len, payload_offset, seg_pos
     cdef int shuffle, codec_id
     cdef uint64_t payload_len = 0
-    cdef uint8_t[::1] out_view
     cdef uint8_t[::1] scratch_view
     cdef const uint8_t[::1] src_view
+    cdef Py_buffer out_buffer, src_buffer
     cdef uint8_t* out_ptr
     cdef uint8_t* scratch_ptr = NULL
     cdef int64_t* stored = NULL
@@ -701,8 +752,8 @@ def encode(kind, flags, dtype_str, shape, sources, codecs, shuffles, levels, Py_
     header_len = FIXED_SIZE + 8 * len(shape) + SEGMENT_SIZE * n_segments + CHUNK_ENTRY * n_chunks + CHECKSUM_SIZE
     payload_offset = _align(header_len)
     out = np.empty(payload_offset + capacity, np.uint8)
-    out_view = out
-    out_ptr = &out_view[0]
+    PyObject_GetBuffer(out, &out_buffer, PyBUF_WRITABLE)
+    out_ptr = <uint8_t*>out_buffer.buf
     stored = <int64_t*>PyMem_Malloc(max(n_chunks, 1) * sizeof(int64_t))
     checksums = <uint64_t*>PyMem_Malloc(max(n_chunks, 1) * sizeof(uint64_t))
     try:
@@ -721,14 +772,20 @@ def encode(kind, flags, dtype_str, shape, sources, codecs, shuffles, levels, Py_
             seg_pos += SEGMENT_SIZE
             if not raw_len:
                 continue
-            flat = _contiguous_bytes(source)
-            if flat is not None and (codec_id == CODEC_NONE or codec_id == CODEC_LZ4):
-                src_view = flat
-                pos += _encode_segment(&src_view[0], raw_len, chunk_size, shuffle, codec_id,
-                                       level if codec_id == CODEC_LZ4 else 1, out_ptr + pos, stored + c,
-                                       checksums + c)
+            if (codec_id == CODEC_NONE or codec_id == CODEC_LZ4) and source.flags.c_contiguous:
+                # Straight from the array's memory (numpy exports C-contiguous arrays as flat bytes).
+                PyObject_GetBuffer(source, &src_buffer, PyBUF_SIMPLE)
+                try:
+                    if src_buffer.len != raw_len:
+                        raise FrameError(f"segment {index} source exports {src_buffer.len} bytes, not {raw_len}")
+                    pos += _encode_segment(<const uint8_t*>src_buffer.buf, raw_len, chunk_size, shuffle, codec_id,
+                                           level if codec_id == CODEC_LZ4 else 1, out_ptr + pos, stored + c,
+                                           checksums + c)
+                finally:
+                    PyBuffer_Release(&src_buffer)
                 c += -(-raw_len // chunk_size)
                 continue
+            flat = _contiguous_bytes(source)
             if shuffle and scratch_ptr == NULL:
                 scratch = np.empty(largest, np.uint8)
                 scratch_view = scratch
@@ -760,8 +817,10 @@ def encode(kind, flags, dtype_str, shape, sources, codecs, shuffles, levels, Py_
     finally:
         PyMem_Free(stored)
         PyMem_Free(checksums)
+        PyBuffer_Release(&out_buffer)
     # A well-compressed frame would otherwise pin the worst-case allocation.
-    result = out[:pos].copy() if 2 * pos < out.shape[0] else out[:pos]
+    size = payload_offset + capacity
+    result = out if pos == size else out[:pos].copy() if 2 * pos < size else out[:pos]
     return memoryview(result).toreadonly()
 
 
@@ -819,11 +878,8 @@ cdef tuple _decode_segment(const uint8_t* frame, Py_ssize_t frame_len, uint8_t* 
         job.frame, job.frame_len, job.dst, job.raw_len, job.chunk_size = frame, frame_len, dst, raw_len, chunk_size
         job.table, job.lo, job.hi, job.data_offset = table, 0, count, offsets[first]
         job.shuffle, job.codec_id, job.verify = shuffle, codec_id, verify
-        job.error, job.error_chunk, job.scratch = DECODE_OK, 0, NULL
-        if shuffle:
-            job.scratch = <uint8_t*>PyMem_Malloc(min(chunk_size, raw_len))
-            if job.scratch == NULL:
-                raise MemoryError()
+        job.error, job.error_chunk = DECODE_OK, 0
+        _alloc_scratch(&job.scratch, shuffle, min(chunk_size, raw_len))
         try:
             if raw_len >= NOGIL_MIN_BYTES:
                 with nogil:

@@ -12,7 +12,6 @@ matrices), LZ4 unless the sample does not compress at all, never gzip.
 
 import pickle
 
-import lz4.block
 import numpy as np
 
 from . import _impl
@@ -63,14 +62,6 @@ def _sample(source):
     return np.concatenate(parts)
 
 
-def _shuffled(sample, size):
-    return np.ascontiguousarray(sample.reshape(-1, size).T)
-
-
-def _lz4_size(sample):
-    return len(lz4.block.compress(sample, store_size=False))
-
-
 def _choose(source, element_size, compression, shuffle):
     """Return ``(codec, shuffle_size)`` for one segment whose elements are ``element_size`` bytes."""
     if element_size not in (2, 4, 8, 16):
@@ -82,13 +73,13 @@ def _choose(source, element_size, compression, shuffle):
     if source.nbytes == 0:
         return get_codec("none" if compression == "auto" else compression), 0
     sample = _sample(source)
-    plain = best = _lz4_size(sample)
+    plain, shuffled = _frame.lz4_sizes(sample, element_size if decide_shuffle else shuffle_size)
+    best = plain
     if decide_shuffle:
-        shuffled = _lz4_size(_shuffled(sample, element_size))
         if shuffled < plain:
             shuffle_size, best = element_size, shuffled
     elif shuffle_size:
-        best = _lz4_size(_shuffled(sample, shuffle_size))
+        best = shuffled
     if compression != "auto":
         return get_codec(compression), shuffle_size
     if sample.size < AUTO_MIN_RATIO * best:

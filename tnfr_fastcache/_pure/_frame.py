@@ -13,6 +13,7 @@ copied whole.
 import itertools
 import struct
 
+import lz4.block
 import numpy as np
 import xxhash
 
@@ -38,6 +39,7 @@ __all__ = [
     "decode_segment",
     "verify_chunks",
     "as_frame_buffer",
+    "lz4_sizes",
 ]
 
 MAGIC = b"\x89TFC"
@@ -365,6 +367,18 @@ def _shuffle(chunk, size):
 
 def _unshuffle_into(data, size, out):
     out.reshape(-1, size)[...] = np.frombuffer(data, np.uint8).reshape(size, -1).T
+
+
+def lz4_sizes(sample, shuffle):
+    """Return ``(plain, shuffled)``: LZ4 (acceleration 1) sizes of ``sample`` as it is and byte-shuffled.
+
+    ``sample`` is a contiguous uint8 array; ``shuffled`` is None when ``shuffle`` (the
+    element size) is 0. ``dumps(compression="auto"/shuffle="auto")`` decides from these.
+    """
+    plain = len(lz4.block.compress(sample, store_size=False))
+    if not shuffle:
+        return plain, None
+    return plain, len(lz4.block.compress(_shuffle(sample, shuffle), store_size=False))
 
 
 def encode(kind, flags, dtype_str, shape, sources, codecs, shuffles, level, chunk_size=DEFAULT_CHUNK_SIZE):
