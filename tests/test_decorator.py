@@ -848,3 +848,18 @@ def test_a_miss_racing_a_landed_computation_looks_again_instead_of_computing(mem
     release.set()
     late.join(5)
     assert len(calls) == 1
+
+
+def test_a_lease_tier_as_the_global_cache_counts_one_lookup_per_call(fresh_global):
+    from test_tiered import LeaseTier
+
+    lease = LeaseTier()
+    set_global_cache(lease)
+
+    @cache_tnfr_computation()
+    def f(x):
+        return x + 1
+
+    assert f(1) == f(1) == 2
+    assert lease.leases == 2  # every call is the lease's, none a lookup before it
+    assert (lease.metrics.hits, lease.metrics.misses) == (1, 1)
