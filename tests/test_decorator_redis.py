@@ -193,3 +193,27 @@ def test_decorator_over_redis_alone_counts_one_lookup_per_call(redis_url):
     finally:
         remote.clear()
         remote.close()
+
+
+def test_shared_metrics_count_a_decorated_call_once_through_the_stack(redis_url):
+    from tnfr_fastcache import CacheMetrics
+
+    shared = CacheMetrics()
+    remote = RedisCache(url=redis_url, key_prefix=f"test:shared:{time.time_ns()}:", metrics=shared)
+    stack = TieredCache(TNFRHierarchicalCache(max_memory_mb=8, metrics=shared), remote, metrics=shared)
+
+    @cached(stack)
+    def f(x):
+        return np.full(3, float(x))
+
+    try:
+        f(1)
+        f(1)
+        f(2)
+        assert (shared.hits, shared.misses) == (1, 2)
+        # each computed call: one miss of the stack and of the memory tier (the Redis
+        # tier's row also holds its lease's miss: the stack's lookup reached it first)
+        assert shared.tier_misses["memory"] == 2 and shared.tier_misses["tiered"] == 2
+    finally:
+        stack.clear()
+        stack.close()
