@@ -396,3 +396,9 @@ def test_compiled_lz4_sizes_rejects_what_it_cannot_shuffle():
         COMPILED.lz4_sizes(np.zeros(7, np.uint8), 2)
     with pytest.raises(ValueError, match="shuffle must be one of"):
         COMPILED.lz4_sizes(np.zeros(8, np.uint8), 3)
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_lz4_sizes_reads_any_c_contiguous_array_as_its_bytes(twin):
+    array = np.random.default_rng(5).random((64, 32)).round(2)
+    assert twin.lz4_sizes(array, 8) == twin.lz4_sizes(array.reshape(-1).view(np.uint8), 8)

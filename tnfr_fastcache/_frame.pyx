@@ -690,8 +690,9 @@ cdef Py_ssize_t _lz4_size(const uint8_t* src, Py_ssize_t n, uint8_t* dst) noexce
 def lz4_sizes(sample, int shuffle):
     """Return ``(plain, shuffled)``: LZ4 (acceleration 1) sizes of ``sample`` as it is and byte-shuffled.
 
-    Same contract and numbers as ``tnfr_fastcache._pure._frame.lz4_sizes``, without the
-    intermediate ``bytes`` and numpy transposes.
+    Same contract and numbers as ``tnfr_fastcache._pure._frame.lz4_sizes`` (``sample`` a
+    C-contiguous array of any dtype, read as its bytes), without the intermediate ``bytes``
+    and numpy transposes.
     """
     cdef Py_buffer view
     cdef uint8_t* work = NULL

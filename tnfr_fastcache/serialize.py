@@ -43,12 +43,16 @@ AUTO_MIN_RATIO = 1.05
 
 
 def _sample(source):
-    """Up to SAMPLE_WINDOWS evenly spaced windows of ``source``'s C-order bytes, concatenated."""
+    """Up to SAMPLE_WINDOWS evenly spaced windows of ``source``'s C-order bytes, concatenated.
+
+    A C-contiguous array (of any dtype) whose bytes are the sample; ``_frame.lz4_sizes`` takes it.
+    """
     itemsize = source.itemsize
     nbytes = source.nbytes
     window = SAMPLE_WINDOW_BYTES
     if nbytes <= window * SAMPLE_WINDOWS:
-        return np.ascontiguousarray(source).reshape(-1).view(np.uint8)
+        # lz4_sizes reads a C-contiguous array's bytes as they are: no reshaped view needed.
+        return source if source.flags.c_contiguous else np.ascontiguousarray(source)
     step = (nbytes - window) // (SAMPLE_WINDOWS - 1) // 16 * 16
     if source.flags.c_contiguous:
         flat = source.reshape(-1).view(np.uint8)
@@ -82,7 +86,7 @@ def _choose(source, element_size, compression, shuffle):
         best = shuffled
     if compression != "auto":
         return get_codec(compression), shuffle_size
-    if sample.size < AUTO_MIN_RATIO * best:
+    if sample.nbytes < AUTO_MIN_RATIO * best:
         return get_codec("none"), 0
     return get_codec("lz4"), shuffle_size
 
@@ -211,8 +215,12 @@ def _decode_into(buffer, header, index, out, verify):
     _frame.decode_segment(buffer, header, index, out, verify)
 
 
+_UINT8 = np.dtype(np.uint8)
+
+
 def _bytes_view(array, order):
-    return array.reshape(-1, order=order).view(np.uint8) if array.size else np.empty(0, np.uint8)
+    # ravel of an array contiguous in ``order`` is a view; a dtype object saves view() a lookup.
+    return array.ravel(order).view(_UINT8) if array.size else np.empty(0, np.uint8)
 
 
 def _load_array(buffer, header, out, view, verify):

@@ -372,9 +372,11 @@ def _unshuffle_into(data, size, out):
 def lz4_sizes(sample, shuffle):
     """Return ``(plain, shuffled)``: LZ4 (acceleration 1) sizes of ``sample`` as it is and byte-shuffled.
 
-    ``sample`` is a contiguous uint8 array; ``shuffled`` is None when ``shuffle`` (the
-    element size) is 0. ``dumps(compression="auto"/shuffle="auto")`` decides from these.
+    ``sample`` is a C-contiguous array of any dtype, taken as its bytes; ``shuffled`` is
+    None when ``shuffle`` (the element size) is 0. ``dumps(compression="auto"/shuffle="auto")``
+    decides from these.
     """
+    sample = np.ascontiguousarray(sample).reshape(-1).view(np.uint8)
     plain = len(lz4.block.compress(sample, store_size=False))
     if not shuffle:
         return plain, None
