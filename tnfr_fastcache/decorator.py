@@ -1093,7 +1093,8 @@ def cache_tnfr_computation(level=CacheLevel.DERIVED_METRICS, dependencies=(), co
     ``get_or_compute`` (the Redis tier, or a ``TieredCache`` holding it). A cache
     tier that fails makes the call a miss: the result is computed, the error counted.
     Each call is one lookup in the cache's metrics (one hit or one miss, a lease
-    included). The time spent fingerprinting a call's arguments goes to the cache's
+    included; a call whose miss raced another thread's computation of the same key
+    looks once more instead of computing). The time spent fingerprinting a call's arguments goes to the cache's
     metrics (``record_hash_time``) on the first call and, once the function has been
     given an argument that is not a plain number, string or None (an array, a graph, a
     container), on every call; calls with scalars only are not timed, which keeps their
