@@ -131,6 +131,40 @@ def test_loads(benchmark, size_kind, peer):
     np.testing.assert_array_equal(result, matrix)
 
 
+# Small values: the per-call cost (header, argument checks, numpy calls) a cache pays on
+# every small hit, against the seed path and bare pickle (no frame, no checksum).
+SMALL = {
+    "float64x10": np.arange(10.0),
+    "float64x1000": np.random.default_rng(0).random(1000),
+    "dict3": {"a": 1, "b": 2.5, "c": "x"},
+}
+SMALL_PEERS = {
+    "ours": (dumps, loads),
+    "seed": _peer("seed"),
+    "pickle": (lambda v: pickle.dumps(v, protocol=5), pickle.loads),
+}
+
+
+@pytest.mark.parametrize("peer", list(SMALL_PEERS))
+@pytest.mark.parametrize("name", list(SMALL))
+def test_small_dumps(benchmark, name, peer):
+    encode, decode = SMALL_PEERS[peer]
+    benchmark.group = f"small dumps {name}"
+    benchmark.extra_info["subject"] = peer
+    stored = benchmark(encode, SMALL[name])
+    np.testing.assert_equal(decode(stored), SMALL[name])
+
+
+@pytest.mark.parametrize("peer", list(SMALL_PEERS))
+@pytest.mark.parametrize("name", list(SMALL))
+def test_small_loads(benchmark, name, peer):
+    encode, decode = SMALL_PEERS[peer]
+    stored = bytes(encode(SMALL[name]))
+    benchmark.group = f"small loads {name}"
+    benchmark.extra_info["subject"] = peer
+    np.testing.assert_equal(benchmark(decode, stored), SMALL[name])
+
+
 @pytest.mark.parametrize("size_kind", [(4000, "sparse")], ids=["sparse4000"])
 def test_loads_into_out(benchmark, size_kind):
     # The disk and memory tiers can decode into a reused array: no page faults.
