@@ -590,7 +590,7 @@ class _Memo:
     # keys
 
     def fingerprint_call(self, cache, args, kwargs):
-        """The call's fingerprint; its time goes to ``cache.metrics`` while ``timed``."""
+        """The call's fingerprint; its time goes to ``cache.metrics`` while calls are timed (``untimed`` is None)."""
         if self.untimed is not None:
             return self.key_of(args, kwargs)
         start = _perf_counter()
