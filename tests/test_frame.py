@@ -402,3 +402,11 @@ def test_compiled_lz4_sizes_rejects_what_it_cannot_shuffle():
 def test_lz4_sizes_reads_any_c_contiguous_array_as_its_bytes(twin):
     array = np.random.default_rng(5).random((64, 32)).round(2)
     assert twin.lz4_sizes(array, 8) == twin.lz4_sizes(array.reshape(-1).view(np.uint8), 8)
+
+
+@pytest.mark.parametrize("twin", TWINS)
+@pytest.mark.parametrize("kind, flags, ndim", [(256, 0, 0), (1, 256, 1), (1, 0, pure_frame.MAX_NDIM + 1)])
+def test_encode_refuses_header_fields_that_do_not_fit(twin, kind, flags, ndim):
+    source = np.zeros(1, np.uint8)
+    with pytest.raises(FrameError, match="cannot frame kind"):
+        twin.encode(kind, flags, "|u1", (1,) * ndim, [source], [get_codec("none")], [0], [None], 4096)

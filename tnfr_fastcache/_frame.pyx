@@ -741,6 +741,9 @@ def encode(kind, flags, dtype_str, shape, sources, codecs, shuffles, levels, Py_
 
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE or chunk_size & (chunk_size - 1):
         raise FrameError(f"chunk size {chunk_size} is not a power of two in [{MIN_CHUNK_SIZE}, {MAX_CHUNK_SIZE}]")
+    # One-byte header fields: a value that does not fit must not be written truncated.
+    if not (0 <= kind <= 255 and 0 <= flags <= 255 and len(shape) <= MAX_NDIM):
+        raise FrameError(f"cannot frame kind {kind} with flags {flags} and {len(shape)} dimensions")
     dtype_field = (dtype_str.encode("ascii") if dtype_str else b"")[:8].ljust(8, b"\0")
     n_segments = len(sources)
     for source, codec in zip(sources, codecs):

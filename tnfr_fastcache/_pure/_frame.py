@@ -400,6 +400,9 @@ def encode(kind, flags, dtype_str, shape, sources, codecs, shuffles, level, chun
     chunk_size : int
         Raw bytes per chunk, a power of two in [MIN_CHUNK_SIZE, MAX_CHUNK_SIZE].
     """
+    # One-byte header fields: a value that does not fit must not make an unreadable frame.
+    if not (0 <= kind <= 255 and 0 <= flags <= 255 and len(shape) <= MAX_NDIM):
+        raise FrameError(f"cannot frame kind {kind} with flags {flags} and {len(shape)} dimensions")
     segments, chunks, stored, checksums = [], [], [], []
     for source, codec, shuffle, lvl in zip(sources, codecs, shuffles, level):
         raw_len = source.nbytes
