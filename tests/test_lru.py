@@ -476,7 +476,7 @@ def test_drop_in_for_cachetools_cached():
     assert calls == [10, 100_000, 100_000]
 
 
-def _tier_index(module, lock):
+def _tier_index(module, lock, **extra):
     import types
 
     deps_index = {}
@@ -496,7 +496,7 @@ def _tier_index(module, lock):
     )
     index = module.TierIndex(
         levels=("L0", "L1"), level_parts={"l0": 0, "l1": 1}, default_part=1, hooks=hooks,
-        deps_index=deps_index, lock=lock, max_bytes=400, policy="gdsf", nparts=2,
+        deps_index=deps_index, lock=lock, max_bytes=400, policy="gdsf", nparts=2, **extra,
     )
     return index, deps_index
 
@@ -531,3 +531,61 @@ def test_tier_index_twins_agree(ops):
         return log, index.counters(), index.part_keys(0), index.part_keys(1), snapshot
 
     assert run(COMPILED) == run(PURE)
+
+
+def _timed_lookups(n, every):
+    """Indices (from 0) of the lookups timed among ``n``, by the rule TierIndex documents."""
+    timed, at, rng = [], 0, 0x9E3779B97F4A7C15
+    while at < n:
+        timed.append(at)
+        rng ^= (rng << 13) & (2**64 - 1)
+        rng ^= rng >> 7
+        rng ^= (rng << 17) & (2**64 - 1)
+        at += 1 + rng % (2 * every - 1)
+    return timed
+
+
+@pytest.mark.parametrize("every", [1, 2, 16])
+def test_tier_index_counts_every_lookup_and_times_the_documented_sample(twin, every):
+    import threading
+
+    index, _ = _tier_index(twin, threading.Lock(), bounds=[1e-6, 1e-3, 1.0], sample_every=every)
+    assert index.sample_every == every
+    index.tier_set("a", 1, "L0", (), 3.0)
+    kinds = []  # a repeating pattern (hit, hit, miss) that a fixed period would alias with
+    for i in range(999):
+        hit = i % 3 != 2
+        assert index.tier_get("a" if hit else "b", "L0", "miss") == (1 if hit else "miss")
+        kinds.append("hit" if hit else "miss")
+    latency = index.take_latency()
+    hits, misses = latency["hit"][0], latency["miss"][0]
+    assert (hits["count"], misses["count"]) == (666, 333)
+    assert hits["cost"] == 666 * 3.0 and misses["cost"] == 0.0
+    timed = collections.Counter(kinds[i] for i in _timed_lookups(999, every))
+    assert (sum(hits["buckets"]), sum(misses["buckets"])) == (timed["hit"], timed["miss"])
+    # both kinds are timed in proportion: the sample follows no period of the workload
+    assert timed["hit"] > 1.5 * timed["miss"] > 0
+    assert 0.0 <= hits["min"] <= hits["max"] and hits["sum"] >= 0.0
+    assert index.counters()["hits"][0] == 666 and index.counters()["misses"][0] == 333
+    assert index.take_latency() == {"hit": {}, "miss": {}}
+
+
+def test_tier_index_owner_timed_lookups_are_all_recorded(twin):
+    import threading
+
+    index, _ = _tier_index(twin, threading.Lock(), bounds=[1e-6, 1.0], sample_every=64)
+    for _ in range(5):
+        index.record_lookup(0, True, 2e-6, 1.5)
+    index.record_lookup(1, False, 5.0, 9.0)
+    latency = index.take_latency()
+    assert latency["hit"][0] == {"count": 5, "sum": pytest.approx(1e-5), "cost": 7.5,
+                                 "buckets": [0, 5, 0], "min": 2e-6, "max": 2e-6}
+    assert latency["miss"][1]["buckets"] == [0, 0, 1] and latency["miss"][1]["cost"] == 0.0
+
+
+@pytest.mark.parametrize("every", [0, -1, 1.5, True, 2**31])
+def test_tier_index_refuses_bad_sample_every(twin, every):
+    import threading
+
+    with pytest.raises(InvalidArgumentError, match="sample_every"):
+        _tier_index(twin, threading.Lock(), bounds=[1.0], sample_every=every)

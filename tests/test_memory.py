@@ -160,7 +160,8 @@ def test_lookup_entry_and_copy():
     "kwargs",
     [{"max_memory_mb": 0}, {"max_memory_mb": -1}, {"max_memory_mb": float("nan")},
      {"max_memory_mb": "512"}, {"eviction": "fifo"}, {"metrics": object()},
-     {"max_entries": 0}, {"getsizeof": 3}, {"metrics_flush_interval": -1}],
+     {"max_entries": 0}, {"getsizeof": 3}, {"metrics_flush_interval": -1},
+     {"metrics_sample_every": 0}, {"metrics_sample_every": 2.0}, {"metrics_sample_every": False}],
 )
 def test_constructor_validation(kwargs):
     with pytest.raises(InvalidArgumentError):
@@ -265,6 +266,33 @@ def test_metrics_flush_on_their_own_while_in_use():
     snapshot = metrics.snapshot()
     assert snapshot["level_counters"]["sets"]["memory"]["derived_metrics"] == 1
     assert sum(snapshot["latency"]["hit"]["memory"]["derived_metrics"]["buckets"]) == 1
+
+
+@pytest.mark.parametrize("every", [1, 16])
+def test_sampled_timing_keeps_counts_exact_and_fills_the_histograms(every):
+    metrics = CacheMetrics()
+    cache = TNFRHierarchicalCache(metrics=metrics, metrics_sample_every=every)
+    cache.set("k", 1.0, D, computation_cost=2.0)
+    cache.set("g", 2.0, G, computation_cost=5.0)
+    for i in range(4000):
+        cache.get("k", D)
+        cache.get("g" if i % 2 else "nothing", G)
+    assert (metrics.hits, metrics.misses) == (6000, 2000)
+    assert metrics.level_hits == {"derived_metrics": 4000, "graph_structure": 2000}
+    assert metrics.level_misses == {"graph_structure": 2000}
+    assert metrics.saved_computation_cost == pytest.approx(4000 * 2.0 + 2000 * 5.0)
+    latency = metrics.snapshot()["latency"]
+    timed = {
+        (kind, level): sum(hist["buckets"])
+        for kind, by_level in latency.items() for level, hist in by_level["memory"].items()
+    }
+    for (kind, level), events in {("hit", "derived_metrics"): 4000, ("hit", "graph_structure"): 2000,
+                                  ("miss", "graph_structure"): 2000}.items():
+        # about events / every timed, whatever the pattern of lookups
+        assert events / every / 2 <= timed[kind, level] <= 2 * events / every
+    summary = metrics.get_summary()
+    assert summary["avg_hit_time_ms"] > 0 and summary["avg_miss_time_ms"] > 0
+    assert 0 < metrics.latency_percentiles("hit")[0.5] <= metrics.latency_percentiles("hit")[0.99]
 
 
 def test_metrics_off_records_nothing():

@@ -99,9 +99,15 @@ cdef class TierIndex(LRUIndex):
     cdef double flush_interval
     cdef double last_flush
     cdef bint timed
+    # 1 lookup in about `sample_every` is timed: see TierIndex's docstring
+    cdef readonly Py_ssize_t sample_every
+    cdef Py_ssize_t sample_left
+    cdef uint64_t sample_rng
     cdef Py_ssize_t nbounds
     cdef double *bounds
-    # rows 0..nparts-1 are hits, nparts..2*nparts-1 misses
+    # rows 0..nparts-1 are hits, nparts..2*nparts-1 misses; lat_events and lat_cost count
+    # every lookup, the others only the timed ones
+    cdef int64_t *lat_events
     cdef int64_t *hist
     cdef double *lat_sum
     cdef double *lat_cost
@@ -113,4 +119,4 @@ cdef class TierIndex(LRUIndex):
     cdef int _unindex(self, object where, object deps, object dependency) except -1
     cdef object _intern(self, object deps)
     cdef void _zero_latency(self) noexcept
-    cdef int _record(self, Py_ssize_t row, double seconds, double cost, double now) except -1
+    cdef int _record(self, Py_ssize_t row, double seconds, double now) except -1

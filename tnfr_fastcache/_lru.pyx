@@ -759,15 +759,35 @@ cdef extern from *:
     """
     double tnfr_lru_now() nogil
 
+# Seed of the xorshift64 generator that spaces out timed lookups (any odd constant would do;
+# a fixed one makes the choice of timed lookups reproducible, and the same in the pure twin).
+cdef uint64_t SAMPLE_SEED = 0x9E3779B97F4A7C15ULL
+
+
+cdef inline uint64_t _xorshift64(uint64_t x) noexcept nogil:
+    x ^= x << 13
+    x ^= x >> 7
+    x ^= x << 17
+    return x
+
 
 cdef class TierIndex(LRUIndex):
     """An :class:`LRUIndex` with the memory tier's get and set in C.
 
-    Hits and misses are timed and counted into per-partition latency histograms held
-    here, in C, and handed over in batches (:meth:`take_latency`), so a hit allocates
-    nothing and calls no Python code. A set of a float (or another type of
+    Hits and misses are counted, and timed into per-partition latency histograms, here, in
+    C, and handed over in batches (:meth:`take_latency`), so a hit allocates nothing and
+    calls no Python code. A set of a float (or another type of
     ``hooks.scalar_sizes``) with no dependencies calls no Python code either; anything
     else goes through the owner's hooks.
+
+    Every lookup is counted (and a hit's cost summed), but only about one in
+    ``sample_every`` is timed: its two clock reads and bucket search would otherwise cost
+    more than half of a hit. The rule is deterministic: the first lookup of the index is
+    timed, then each next timed one comes ``1 + r % (2 * sample_every - 1)`` lookups later
+    (hits and misses of every partition alike), ``r`` the next number of a xorshift64
+    generator seeded with ``0x9E3779B97F4A7C15``. The gaps average ``sample_every`` but are
+    not periodic, so a workload that repeats a pattern of lookups (a hit then a miss, say)
+    has every kind timed in proportion, and the histograms stay representative.
 
     Parameters
     ----------
@@ -798,13 +818,16 @@ cdef class TierIndex(LRUIndex):
         Upper bounds (seconds, increasing) of the latency histogram buckets, plus one
         overflow bucket; None times nothing (and never calls ``flush``).
     flush_interval : float
-        See ``hooks.flush``.
+        See ``hooks.flush``; checked when a lookup is timed and at each set.
+    sample_every : int, default 1
+        Time about one lookup in ``sample_every`` (1: every one); see above.
     **kwargs
         Passed to :class:`LRUIndex`.
     """
 
     def __cinit__(self):
         self.bounds = NULL
+        self.lat_events = NULL
         self.hist = NULL
         self.lat_sum = NULL
         self.lat_cost = NULL
@@ -812,7 +835,7 @@ cdef class TierIndex(LRUIndex):
         self.lat_max = NULL
 
     def __init__(self, levels, level_parts, default_part, hooks, deps_index, lock, bounds=None,
-                 flush_interval=0.25, **kwargs):
+                 flush_interval=0.25, sample_every=1, **kwargs):
         super().__init__(**kwargs)
         cdef Py_ssize_t i, n
         self.levels = tuple(levels)
@@ -842,6 +865,12 @@ cdef class TierIndex(LRUIndex):
         self.lock_release = lock.release
         self.has_ttl = False
         self.flush_interval = flush_interval
+        if isinstance(sample_every, bool) or not isinstance(sample_every, int) or not (
+                1 <= sample_every <= 1 << 30):
+            raise InvalidArgumentError(f"sample_every must be an int in [1, 2**30], not {sample_every!r}")
+        self.sample_every = sample_every
+        self.sample_left = 1
+        self.sample_rng = SAMPLE_SEED
         self.timed = bounds is not None
         self.nbounds = 0
         if self.timed:
@@ -853,6 +882,7 @@ cdef class TierIndex(LRUIndex):
             self.bounds = <double *>_realloc(NULL, n * sizeof(double))
             for i in range(n):
                 self.bounds[i] = bounds[i]
+            self.lat_events = <int64_t *>_realloc(NULL, 2 * self.nparts * sizeof(int64_t))
             self.hist = <int64_t *>_realloc(NULL, 2 * self.nparts * (n + 1) * sizeof(int64_t))
             self.lat_sum = <double *>_realloc(NULL, 2 * self.nparts * sizeof(double))
             self.lat_cost = <double *>_realloc(NULL, 2 * self.nparts * sizeof(double))
@@ -863,6 +893,7 @@ cdef class TierIndex(LRUIndex):
 
     def __dealloc__(self):
         PyMem_Free(self.bounds)
+        PyMem_Free(self.lat_events)
         PyMem_Free(self.hist)
         PyMem_Free(self.lat_sum)
         PyMem_Free(self.lat_cost)
@@ -1057,6 +1088,7 @@ cdef class TierIndex(LRUIndex):
         cdef Py_ssize_t i
         memset(self.hist, 0, 2 * self.nparts * (self.nbounds + 1) * sizeof(int64_t))
         for i in range(2 * self.nparts):
+            self.lat_events[i] = 0
             self.lat_sum[i] = 0.0
             self.lat_cost[i] = 0.0
             self.lat_min[i] = INFINITY
@@ -1065,9 +1097,10 @@ cdef class TierIndex(LRUIndex):
     @cython.boundscheck(False)
     @cython.wraparound(False)
     @cython.cdivision(True)
-    cdef int _record(self, Py_ssize_t row, double seconds, double cost, double now) except -1:
-        """Count one timed lookup in row ``row`` (``part`` for hits, ``nparts + part`` for
-        misses); bucket i holds (bounds[i-1], bounds[i]], the last one the overflow."""
+    cdef int _record(self, Py_ssize_t row, double seconds, double now) except -1:
+        """Add the duration of a timed lookup (already counted) to row ``row`` (``part`` for
+        hits, ``nparts + part`` for misses); bucket i holds (bounds[i-1], bounds[i]], the
+        last one the overflow. Draws the gap to the next timed lookup, and flushes if due."""
         cdef Py_ssize_t lo = 0, hi = self.nbounds, mid
         if seconds < 0.0:
             seconds = 0.0
@@ -1079,11 +1112,12 @@ cdef class TierIndex(LRUIndex):
                 hi = mid
         self.hist[row * (self.nbounds + 1) + lo] += 1
         self.lat_sum[row] += seconds
-        self.lat_cost[row] += cost
         if seconds < self.lat_min[row]:
             self.lat_min[row] = seconds
         if seconds > self.lat_max[row]:
             self.lat_max[row] = seconds
+        self.sample_rng = _xorshift64(self.sample_rng)
+        self.sample_left = 1 + <Py_ssize_t>(self.sample_rng % <uint64_t>(2 * self.sample_every - 1))
         if self.flush is not None and now - self.last_flush >= self.flush_interval:
             # Reset first so a flush that fails is not retried on every lookup.
             self.last_flush = now
@@ -1091,29 +1125,40 @@ cdef class TierIndex(LRUIndex):
         return 0
 
     def record_lookup(self, Py_ssize_t part, bint hit, double seconds, double cost=0.0):
-        """Count a lookup timed by the owner (a hit or a miss of ``seconds``)."""
+        """Count a lookup timed by the owner (a hit or a miss of ``seconds``): its time is
+        recorded whatever ``sample_every`` (the owner paid for it already)."""
         _check_part(part, self.nparts)
+        cdef Py_ssize_t row = part if hit else self.nparts + part
         if hit:
             self.stats[HITS * self.nparts + part] += 1
         else:
             self.stats[MISSES * self.nparts + part] += 1
+            cost = 0.0
         if self.timed:
-            self._record(part if hit else self.nparts + part, seconds, cost, tnfr_lru_now())
+            self.lat_events[row] += 1
+            self.lat_cost[row] += cost
+            self._record(row, seconds, tnfr_lru_now())
 
     def take_latency(self):
         """Return and reset the histograms: ``{"hit"|"miss": {part: {"count", "sum", "cost",
-        "buckets", "min", "max"}}}`` for the partitions with lookups since the last call."""
+        "buckets", "min", "max"}}}`` for the partitions with lookups since the last call.
+
+        ``count`` (lookups) and ``cost`` (of the hits) are exact; ``buckets``, ``sum``,
+        ``min`` and ``max`` are of the timed lookups (``min``/``max`` None if none was).
+        """
         cdef Py_ssize_t row, i, base, rows = 2 * self.nparts, width = self.nbounds + 1
-        cdef int64_t count
+        cdef int64_t timed
         out = {"hit": {}, "miss": {}}
         self.last_flush = tnfr_lru_now()
         if not self.timed:
             return out
         # Copy and zero in C before building Python objects: building them can run other
         # threads' lookups, which must land in the fresh histograms, not be zeroed away.
-        cdef int64_t *hist = <int64_t *>_realloc(NULL, rows * width * sizeof(int64_t))
+        cdef int64_t *hist = <int64_t *>_realloc(NULL, (rows * width + rows) * sizeof(int64_t))
+        cdef int64_t *events = hist + rows * width
         cdef double *sums = <double *>_realloc(NULL, 4 * rows * sizeof(double))
         memcpy(hist, self.hist, rows * width * sizeof(int64_t))
+        memcpy(events, self.lat_events, rows * sizeof(int64_t))
         memcpy(sums, self.lat_sum, rows * sizeof(double))
         memcpy(sums + rows, self.lat_cost, rows * sizeof(double))
         memcpy(sums + 2 * rows, self.lat_min, rows * sizeof(double))
@@ -1121,19 +1166,19 @@ cdef class TierIndex(LRUIndex):
         self._zero_latency()
         try:
             for row in range(rows):
-                base = row * width
-                count = 0
-                for i in range(width):
-                    count += hist[base + i]
-                if count == 0:
+                if events[row] == 0:
                     continue
+                base = row * width
+                timed = 0
+                for i in range(width):
+                    timed += hist[base + i]
                 out["hit" if row < self.nparts else "miss"][row % self.nparts] = {
-                    "count": count,
+                    "count": events[row],
                     "sum": sums[row],
                     "cost": sums[rows + row],
                     "buckets": [hist[base + i] for i in range(width)],
-                    "min": sums[2 * rows + row],
-                    "max": sums[3 * rows + row],
+                    "min": sums[2 * rows + row] if timed else None,
+                    "max": sums[3 * rows + row] if timed else None,
                 }
         finally:
             PyMem_Free(hist)
@@ -1148,15 +1193,24 @@ cdef class TierIndex(LRUIndex):
         Returns the value (read-only arrays; a private copy with ``copy=True``), or
         ``default`` on a miss or an expired entry.
         """
-        cdef Py_ssize_t part = self._part_of(level)
-        cdef double started = tnfr_lru_now() if self.timed else 0.0
-        cdef double now
+        cdef Py_ssize_t part = self._part_of(level), row
+        cdef double started = 0.0, now
+        cdef bint sampled = False
+        if self.timed:
+            self.sample_left -= 1
+            # <= : a timed lookup that raised before its _record leaves it at 0, then below
+            if self.sample_left <= 0:
+                sampled = True
+                started = tnfr_lru_now()
         cdef Py_ssize_t slot = self._find(part, key)
         if slot < 0 or (self.expires[slot] != 0.0 and self._expired(slot)):
             self.stats[MISSES * self.nparts + part] += 1
             if self.timed:
-                now = tnfr_lru_now()
-                self._record(self.nparts + part, now - started, 0.0, now)
+                row = self.nparts + part
+                self.lat_events[row] += 1
+                if sampled:
+                    now = tnfr_lru_now()
+                    self._record(row, now - started, now)
             if slot >= 0:
                 self.on_expired(part, key)
             return default
@@ -1170,6 +1224,9 @@ cdef class TierIndex(LRUIndex):
             # A view: its writeable flag cannot be turned back on, the owner's could.
             value = value.view()
         if self.timed:
-            now = tnfr_lru_now()
-            self._record(part, now - started, cost, now)
+            self.lat_events[part] += 1
+            self.lat_cost[part] += cost
+            if sampled:
+                now = tnfr_lru_now()
+                self._record(part, now - started, now)
         return value

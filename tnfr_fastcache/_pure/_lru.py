@@ -35,6 +35,18 @@ INTERN_LIMIT = 4096
 # _parts[slot] of a free slot (partitions are 0..63)
 FREE_PART = 255
 
+# Seed and word mask of the xorshift64 generator that spaces out timed lookups (as _lru.pyx).
+SAMPLE_SEED = 0x9E3779B97F4A7C15
+_MASK64 = (1 << 64) - 1
+
+
+def _xorshift64(x):
+    x ^= (x << 13) & _MASK64
+    x ^= x >> 7
+    x ^= (x << 17) & _MASK64
+    return x
+
+
 UNSET = object()
 """Default of ``TierIndex.tier_get``'s level: the owner's default partition."""
 INITIAL_CAPACITY = 16
@@ -626,8 +638,14 @@ class LRUIndex:
 class TierIndex(LRUIndex):
     """An :class:`LRUIndex` with the memory tier's get and set in one call each.
 
-    Hits and misses are timed and counted into per-partition latency histograms held
-    here and handed over in batches (:meth:`take_latency`).
+    Hits and misses are counted, and timed into per-partition latency histograms, here,
+    and handed over in batches (:meth:`take_latency`).
+
+    Every lookup is counted (and a hit's cost summed), but only about one in
+    ``sample_every`` is timed, by the compiled index's rule: the first lookup is timed,
+    then each next timed one comes ``1 + r % (2 * sample_every - 1)`` lookups later, ``r``
+    the next number of a xorshift64 generator seeded with :data:`SAMPLE_SEED`: not
+    periodic, so a repeating pattern of lookups has every kind timed in proportion.
 
     Parameters
     ----------
@@ -659,13 +677,15 @@ class TierIndex(LRUIndex):
         Upper bounds (seconds, increasing) of the latency histogram buckets, plus one
         overflow bucket; None times nothing (and never calls ``flush``).
     flush_interval : float
-        See ``hooks.flush``.
+        See ``hooks.flush``; checked when a lookup is timed and at each set.
+    sample_every : int, default 1
+        Time about one lookup in ``sample_every`` (1: every one); see above.
     **kwargs
         Passed to :class:`LRUIndex`.
     """
 
     def __init__(self, levels, level_parts, default_part, hooks, deps_index, lock, bounds=None,
-                 flush_interval=0.25, **kwargs):
+                 flush_interval=0.25, sample_every=1, **kwargs):
         super().__init__(**kwargs)
         self._levels = tuple(levels)
         if len(self._levels) != self.nparts:
@@ -693,6 +713,12 @@ class TierIndex(LRUIndex):
         self._lock = lock
         self._has_ttl = False
         self._flush_interval = float(flush_interval)
+        if isinstance(sample_every, bool) or not isinstance(sample_every, int) or not (
+                1 <= sample_every <= 1 << 30):
+            raise InvalidArgumentError(f"sample_every must be an int in [1, 2**30], not {sample_every!r}")
+        self.sample_every = sample_every
+        self._sample_left = 1
+        self._sample_rng = SAMPLE_SEED
         self._timed = bounds is not None
         self._bounds = []
         if self._timed:
@@ -863,20 +889,29 @@ class TierIndex(LRUIndex):
 
     def _zero_latency(self):
         rows = 2 * self.nparts
+        self._lat_events = [0] * rows
         self._hist = [[0] * (len(self._bounds) + 1) for _ in range(rows)]
         self._lat_sum = [0.0] * rows
         self._lat_cost = [0.0] * rows
         self._lat_min = [math.inf] * rows
         self._lat_max = [-math.inf] * rows
 
-    def _record(self, row, seconds, cost, now):
+    def _sampled(self):
+        """Whether this lookup is timed (the countdown of the compiled index). Caller holds
+        the lock."""
+        self._sample_left -= 1
+        return self._sample_left <= 0
+
+    def _record(self, row, seconds, now):
+        """Add a timed lookup's duration (already counted); draw the gap to the next."""
         seconds = max(seconds, 0.0)
         with self._lock:
             self._hist[row][bisect.bisect_left(self._bounds, seconds)] += 1
             self._lat_sum[row] += seconds
-            self._lat_cost[row] += cost
             self._lat_min[row] = min(self._lat_min[row], seconds)
             self._lat_max[row] = max(self._lat_max[row], seconds)
+            self._sample_rng = _xorshift64(self._sample_rng)
+            self._sample_left = 1 + self._sample_rng % (2 * self.sample_every - 1)
             due = self._flush is not None and now - self._last_flush >= self._flush_interval
             if due:
                 self._last_flush = now
@@ -884,37 +919,47 @@ class TierIndex(LRUIndex):
             self._flush()
 
     def record_lookup(self, part, hit, seconds, cost=0.0):
-        """Count a lookup timed by the owner (a hit or a miss of ``seconds``).
+        """Count a lookup timed by the owner (a hit or a miss of ``seconds``): its time is
+        recorded whatever ``sample_every`` (the owner paid for it already).
 
         Takes the lock: call it without holding that lock.
         """
         self._check_part(part)
+        row = part if hit else self.nparts + part
+        seconds, cost = float(seconds), float(cost) if hit else 0.0
         with self._lock:
             self._stats["hits" if hit else "misses"][part] += 1
+            if self._timed:
+                self._lat_events[row] += 1
+                self._lat_cost[row] += cost
         if self._timed:
-            self._record(part if hit else self.nparts + part, float(seconds), float(cost), _now())
+            self._record(row, seconds, _now())
 
     def take_latency(self):
         """Return and reset the histograms: ``{"hit"|"miss": {part: {"count", "sum", "cost",
-        "buckets", "min", "max"}}}`` for the partitions with lookups since the last call."""
+        "buckets", "min", "max"}}}`` for the partitions with lookups since the last call.
+
+        ``count`` (lookups) and ``cost`` (of the hits) are exact; ``buckets``, ``sum``,
+        ``min`` and ``max`` are of the timed lookups (``min``/``max`` None if none was).
+        """
         out = {"hit": {}, "miss": {}}
         self._last_flush = _now()
         if not self._timed:
             return out
         with self._lock:
-            hist, sums, costs = self._hist, self._lat_sum, self._lat_cost
+            events, hist, sums, costs = self._lat_events, self._hist, self._lat_sum, self._lat_cost
             lows, highs = self._lat_min, self._lat_max
             self._zero_latency()
         for row, buckets in enumerate(hist):
-            count = sum(buckets)
-            if count:
+            if events[row]:
+                timed = sum(buckets)
                 out["hit" if row < self.nparts else "miss"][row % self.nparts] = {
-                    "count": count,
+                    "count": events[row],
                     "sum": sums[row],
                     "cost": costs[row],
                     "buckets": buckets,
-                    "min": lows[row],
-                    "max": highs[row],
+                    "min": lows[row] if timed else None,
+                    "max": highs[row] if timed else None,
                 }
         return out
 
@@ -925,8 +970,9 @@ class TierIndex(LRUIndex):
         ``default`` on a miss or an expired entry.
         """
         part = self.part_of(level)
-        started = _now() if self._timed else 0.0
         with self._lock:
+            sampled = self._timed and self._sampled()
+            started = _now() if sampled else 0.0
             slot = self._find(part, key)
             hit = slot >= 0 and not (self._expires[slot] != 0.0 and self._expired(slot))
             if hit:
@@ -934,13 +980,18 @@ class TierIndex(LRUIndex):
                 self._stats["hits"][part] += 1
                 value = self._values[slot]
                 cost = self._costs[slot]
+                if self._timed:
+                    self._lat_events[part] += 1
+                    self._lat_cost[part] += cost
             else:
                 self._stats["misses"][part] += 1
+                if self._timed:
+                    self._lat_events[self.nparts + part] += 1
         # Recording may flush, which takes the lock: only once it is released.
         if not hit:
-            if self._timed:
+            if sampled:
                 now = _now()
-                self._record(self.nparts + part, now - started, 0.0, now)
+                self._record(self.nparts + part, now - started, now)
             if slot >= 0:
                 self._on_expired(part, key)
             return default
@@ -949,7 +1000,7 @@ class TierIndex(LRUIndex):
         elif isinstance(value, self._view_types):
             # A view: its writeable flag cannot be turned back on, the owner's could.
             value = value.view()
-        if self._timed:
+        if sampled:
             now = _now()
-            self._record(part, now - started, cost, now)
+            self._record(part, now - started, now)
         return value

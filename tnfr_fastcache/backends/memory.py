@@ -13,8 +13,9 @@ Compared with ``tnfr.utils.cache.TNFRHierarchicalCache`` (same constructor and m
 - stored arrays cannot be corrupted by callers (see :meth:`TNFRHierarchicalCache.set`).
 
 Telemetry goes to a :class:`~tnfr_fastcache.telemetry.CacheMetrics`. Hits and misses are
-timed and bucketed in the compiled index (no Python call per lookup) and, with the other
-counters, merged into the metrics in batches: at most ``metrics_flush_interval`` seconds
+counted exactly, and about one in ``metrics_sample_every`` (16) timed and bucketed, in the
+compiled index (no Python call per lookup; see ``_lru.TierIndex`` for the sampling rule),
+and, with the other counters, merged into the metrics in batches: at most ``metrics_flush_interval`` seconds
 late while the cache is in use, and at once on :meth:`~TNFRHierarchicalCache.get_stats`,
 :meth:`~TNFRHierarchicalCache.flush_metrics` and :meth:`~TNFRHierarchicalCache.close`.
 The metrics' ``hit_times`` / ``miss_times`` samples are not filled by this tier (its
@@ -169,7 +170,13 @@ class TNFRHierarchicalCache(CacheTier):
     getsizeof : callable, optional
         ``getsizeof(value) -> int`` bytes, replacing :func:`tnfr_fastcache.sizing.sizeof`.
     metrics_flush_interval : float, default 0.25
-        Longest delay, in seconds of use, before counted events reach ``metrics``.
+        Longest delay, in seconds of use, before counted events reach ``metrics`` (checked
+        at sets and timed lookups).
+    metrics_sample_every : int, default 16
+        ``get`` times about one lookup in this many (1: every one), as two clock reads per
+        call would cost more than half of a hit. Hits, misses and saved cost stay exact;
+        latency means and percentiles come from the timed lookups, chosen deterministically
+        but not periodically, so they stay representative.
 
     Examples
     --------
@@ -189,7 +196,8 @@ class TNFRHierarchicalCache(CacheTier):
     tier_name = "memory"
 
     def __init__(self, max_memory_mb=512, enable_metrics=True, eviction="gdsf", metrics=None,
-                 *, max_entries=None, getsizeof=None, metrics_flush_interval=0.25):
+                 *, max_entries=None, getsizeof=None, metrics_flush_interval=0.25,
+                 metrics_sample_every=16):
         if isinstance(max_memory_mb, bool) or not isinstance(max_memory_mb, (int, float)):
             raise InvalidArgumentError(f"max_memory_mb must be a number, not {max_memory_mb!r}")
         max_bytes = int(max_memory_mb * _MIB) if math.isfinite(max_memory_mb) else 0
@@ -208,6 +216,12 @@ class TNFRHierarchicalCache(CacheTier):
         ):
             raise InvalidArgumentError(
                 f"metrics_flush_interval must be a number of seconds >= 0, not {metrics_flush_interval!r}"
+            )
+        if isinstance(metrics_sample_every, bool) or not (
+            isinstance(metrics_sample_every, int) and 1 <= metrics_sample_every <= 1 << 30
+        ):
+            raise InvalidArgumentError(
+                f"metrics_sample_every must be an int in [1, 2**30], not {metrics_sample_every!r}"
             )
         self.metrics = metrics if metrics is not None else CacheMetrics()
         self.eviction = eviction
@@ -243,6 +257,7 @@ class TNFRHierarchicalCache(CacheTier):
             lock=self._lock,
             bounds=LATENCY_BUCKETS if self._enable_metrics else None,
             flush_interval=float(metrics_flush_interval),
+            sample_every=metrics_sample_every,
             max_bytes=max_bytes,
             max_entries=max_entries,
             policy=eviction,
