@@ -85,3 +85,12 @@ def test_autosave_then_compare_fail_catches_a_regression(pytester, monkeypatch):
     )
     assert slower.ret != 0
     assert "Performance has regressed" in slower.stdout.str() + slower.stderr.str()
+
+
+def test_compact_table_and_subject_filter(pytester, capsys):
+    run = _run_json(pytester, "run.json")
+    assert bench.main(["compare", str(run), "--compact"]) == 0
+    out = capsys.readouterr().out
+    assert "| sleep | ours |" in out and "slowpeer " in out and out.count("| sleep |") == 1
+    assert bench.main(["compare", str(run), "--ours", "ours-nothing"]) == 1
+    assert "no group with both" in capsys.readouterr().err

@@ -3,7 +3,7 @@
 Usage::
 
     pytest benchmarks --benchmark-json=run.json
-    python -m tnfr_fastcache.bench compare run.json [--json]
+    python -m tnfr_fastcache.bench compare run.json [--compact] [--ours ours --ours ours-disk] [--json]
 
 Benchmarks say who they measure with ``benchmark.extra_info["subject"]`` (``"ours"``,
 ``"ours-gzip"``, or a peer's name) and group the same work with ``group=``; see
@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-__all__ = ["load_run", "ratio_rows", "format_table", "main"]
+__all__ = ["load_run", "ratio_rows", "format_table", "format_compact", "main"]
 
 
 def _subject(bench):
@@ -104,6 +104,25 @@ def format_table(rows, machine):
     return "\n".join(lines)
 
 
+def format_compact(rows, machine):
+    """One line per (group, our variant), every peer's speedup in one column (the README's table)."""
+    lines = [
+        f"Machine: {machine}",
+        "",
+        "| group | ours | median | GB/s | speedup vs each peer (peer median / ours) |",
+        "|---|---|---:|---:|---|",
+    ]
+    merged = {}
+    for row in rows:
+        merged.setdefault((row["group"], row["ours"]), []).append(row)
+    for (group, ours), same in merged.items():
+        first = same[0]
+        gbps = f"{first['ours_gb_per_s']:.2f}" if first["ours_gb_per_s"] else ""
+        peers = ", ".join(f"{r['peer']} {r['speedup']:.2f}x" for r in same)
+        lines.append(f"| {group} | {ours} | {_time(first['ours_median_s'])} | {gbps} | {peers} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     """Entry point of ``python -m tnfr_fastcache.bench``; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m tnfr_fastcache.bench", description=__doc__.split("\n")[0])
@@ -111,6 +130,10 @@ def main(argv=None):
     compare = sub.add_parser("compare", help="ratio table of ours vs each peer from a pytest-benchmark JSON file")
     compare.add_argument("run", help="the file written by --benchmark-json or --benchmark-autosave")
     compare.add_argument("--json", action="store_true", help="print the rows as JSON instead of Markdown")
+    compare.add_argument("--compact", action="store_true", help="one line per group and variant of ours")
+    compare.add_argument(
+        "--ours", action="append", metavar="SUBJECT", help="keep only these variants of ours (repeatable)"
+    )
     args = parser.parse_args(argv)
     try:
         machine, benchmarks = load_run(args.run)
@@ -118,10 +141,15 @@ def main(argv=None):
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rows = ratio_rows(benchmarks)
+    if args.ours:
+        rows = [row for row in rows if row["ours"] in args.ours]
     if not rows:
         print(f"error: {args.run} has no group with both an 'ours' and a peer benchmark with stats", file=sys.stderr)
         return 1
-    print(json.dumps({"machine": machine, "rows": rows}, indent=2) if args.json else format_table(rows, machine))
+    if args.json:
+        print(json.dumps({"machine": machine, "rows": rows}, indent=2))
+    else:
+        print((format_compact if args.compact else format_table)(rows, machine))
     return 0
 
 
