@@ -19,3 +19,11 @@ def pytest_report_header(config):
     from tnfr_fastcache._impl import describe
 
     return "tnfr_fastcache modules: " + ", ".join(f"{k}={v}" for k, v in describe().items())
+
+
+@pytest.fixture
+def mem():
+    """A fresh 64 MB memory tier, closed after the test."""
+    cache = tnfr_fastcache.TNFRHierarchicalCache(max_memory_mb=64)
+    yield cache
+    cache.close()

@@ -32,12 +32,6 @@ from test_tiered import ProxyTier
 D = CacheLevel.DERIVED_METRICS
 
 
-@pytest.fixture
-def mem():
-    cache = TNFRHierarchicalCache(max_memory_mb=64)
-    yield cache
-    cache.close()
-
 
 @pytest.fixture
 def fresh_global():

@@ -11,19 +11,12 @@ from tnfr_fastcache import (  # noqa: E402
     CacheLevel,
     GraphChangeTracker,
     InvalidArgumentError,
-    TNFRHierarchicalCache,
     cache_tnfr_computation,
     track_node_property_update,
 )
 
 G_LEVEL = CacheLevel.GRAPH_STRUCTURE
 
-
-@pytest.fixture
-def mem():
-    cache = TNFRHierarchicalCache(max_memory_mb=64)
-    yield cache
-    cache.close()
 
 
 def attributed_graph(n=60, seed=3):

@@ -6,8 +6,9 @@ framed raw. Everything else goes through pickle protocol 5 with out-of-band buff
 arrays nested in dicts, lists or scipy sparse matrices are framed without an extra copy.
 
 ``compression="auto"`` and ``shuffle="auto"`` decide per value (and per out-of-band buffer)
-from a 16 KiB sample (four 4 KiB windows, so deciding costs little even for small arrays): byte shuffle only where it makes LZ4 smaller (dense floats, not sparse
-matrices), LZ4 unless the sample does not compress at all, never gzip.
+from a 16 KiB sample (four 4 KiB windows, so deciding stays cheap for small arrays too): byte
+shuffle only where it makes LZ4 smaller (dense floats, not sparse matrices), LZ4 unless the
+sample does not compress at all, never gzip.
 """
 
 import pickle
