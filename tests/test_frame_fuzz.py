@@ -221,3 +221,21 @@ def test_twins_parse_hostile_headers_identically(data):
 def test_twins_parse_every_base_frame_identically(container):
     for frame in BASE:
         assert _parse_outcome(COMPILED, container(frame)) == _parse_outcome(PURE, container(frame))
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_segment_table_length_does_not_wrap_at_4_gib(twin):
+    # A frame of 4 GiB or more may claim 2**28 segments or more: 16 bytes each is 2**32 or
+    # more, which must not wrap in 32 bits and let the segment loop read past the buffer.
+    size = (1 << 32) + 64
+    try:
+        frame = np.zeros(size, np.uint8)  # calloc: untouched pages cost no memory
+    except MemoryError:
+        pytest.skip("no 4 GiB of address space")
+    frame[:32] = np.frombuffer(
+        struct.pack("<4sBBBB8sIIQ", pure_frame.MAGIC, pure_frame.VERSION, 2, 0, 0, bytes(8),
+                    pure_frame.DEFAULT_CHUNK_SIZE, size // 16, 0),
+        np.uint8,
+    )
+    with pytest.raises(FrameError, match="truncated frame: the shape and segment table needs"):
+        twin.parse_header(frame)

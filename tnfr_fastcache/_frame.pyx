@@ -326,11 +326,12 @@ cdef _parse_header(const uint8_t* p, Py_ssize_t size):
     if not 1 <= n_segments <= size // SEGMENT_SIZE:
         raise FrameError(f"frame claims {n_segments} segments, impossible in {size} bytes")
     pos = FIXED_SIZE
-    _need(pos + 8 * ndim + SEGMENT_SIZE * n_segments, size, "the shape and segment table")
+    # In Py_ssize_t: SEGMENT_SIZE * n_segments in uint32_t wraps for frames of 4 GiB or more.
+    _need(pos + 8 * ndim + SEGMENT_SIZE * <Py_ssize_t>n_segments, size, "the shape and segment table")
     shape = tuple([_le64(p + pos + 8 * i) for i in range(ndim)])
     pos += 8 * ndim
     seg = p + pos
-    pos += SEGMENT_SIZE * n_segments
+    pos += SEGMENT_SIZE * <Py_ssize_t>n_segments
     if chunk_size < MIN_CHUNK_SIZE or chunk_size > MAX_CHUNK_SIZE or chunk_size & (chunk_size - 1):
         raise FrameError(f"frame chunk size {chunk_size} is not a power of two in [{MIN_CHUNK_SIZE}, {MAX_CHUNK_SIZE}]")
     for i in range(n_segments):
@@ -340,7 +341,7 @@ cdef _parse_header(const uint8_t* p, Py_ssize_t size):
         # Checked as it grows so a forged raw_len cannot make us sum or allocate huge tables.
         if n_chunks * CHUNK_ENTRY > <uint64_t>size:
             raise FrameError(f"truncated frame: segment lengths need more chunks than {size} bytes can hold")
-    header_len = FIXED_SIZE + 8 * ndim + SEGMENT_SIZE * n_segments + CHUNK_ENTRY * n_chunks + CHECKSUM_SIZE
+    header_len = FIXED_SIZE + 8 * ndim + SEGMENT_SIZE * <Py_ssize_t>n_segments + CHUNK_ENTRY * n_chunks + CHECKSUM_SIZE
     _need(header_len, size, "the chunk table")
     if XXH3_64bits(p, header_len - CHECKSUM_SIZE) != _le64(p + header_len - CHECKSUM_SIZE):
         raise ChecksumError("frame header checksum mismatch: the header is corrupt")
