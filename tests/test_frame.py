@@ -410,3 +410,15 @@ def test_encode_refuses_header_fields_that_do_not_fit(twin, kind, flags, ndim):
     source = np.zeros(1, np.uint8)
     with pytest.raises(FrameError, match="cannot frame kind"):
         twin.encode(kind, flags, "|u1", (1,) * ndim, [source], [get_codec("none")], [0], [None], 4096)
+
+
+@pytest.mark.parametrize("twin", ["compiled", "pure"])
+@pytest.mark.parametrize("shuffle, nbytes", [(3, 96), (1, 64), (8, 20)])
+def test_encode_refuses_a_shuffle_the_decoder_cannot_undo(twin, shuffle, nbytes):
+    """Regression: the compiled encode trusted its shuffle sizes; 1 or 3 sent its SIMD
+    shuffle past the source, and a size not dividing the segment made an unreadable frame."""
+    compiled, pure = _impl.load_both("_frame")
+    module = compiled if twin == "compiled" else pure
+    source = np.zeros(nbytes, np.uint8)
+    with pytest.raises(FrameError, match=f"cannot shuffle a {nbytes}-byte segment by {shuffle} bytes"):
+        module.encode(module.KIND_BYTES, 0, "", (nbytes,), [source], [get_codec("lz4")], [shuffle], [None])

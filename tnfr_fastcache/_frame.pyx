@@ -745,6 +745,13 @@ def encode(kind, flags, dtype_str, shape, sources, codecs, shuffles, levels, Py_
     # One-byte header fields: a value that does not fit must not be written truncated.
     if not (0 <= kind <= 255 and 0 <= flags <= 255 and len(shape) <= MAX_NDIM):
         raise FrameError(f"cannot frame kind {kind} with flags {flags} and {len(shape)} dimensions")
+    for source, shuffle in zip(sources, shuffles):
+        # The decoder refuses these, and the compiled shuffle's SIMD path assumes them.
+        if shuffle not in ALLOWED_SHUFFLES or shuffle and source.nbytes % shuffle:
+            raise FrameError(
+                f"cannot shuffle a {source.nbytes}-byte segment by {shuffle} bytes; "
+                f"expected one of {ALLOWED_SHUFFLES} that divides it"
+            )
     dtype_field = (dtype_str.encode("ascii") if dtype_str else b"")[:8].ljust(8, b"\0")
     n_segments = len(sources)
     for source, codec in zip(sources, codecs):
